@@ -1,0 +1,223 @@
+//! [`ClientBuilder`]: where a generated client gets its base URL, its HTTP
+//! client, its default headers and interceptors.
+//!
+//! As in `reqwest::ClientBuilder`, a setter that receives a bad value records
+//! the problem and [`build`](ClientBuilder::build) returns it, so setter
+//! chains need no `?`. Only the first problem is kept.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderMap;
+use http::header::HeaderName;
+
+use crate::Error;
+use crate::call::{ClientSpec, Runtime, Shared};
+use crate::interceptor::Interceptor;
+use crate::request::header_value;
+use crate::url::normalize_base_url;
+
+/// The default limit on a response body: 16 MiB.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+
+/// The default connect timeout: 1 s, as Finagle's. A service in the same
+/// data centre that takes longer to accept a connection is better treated as
+/// down.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Builds a generated client: `UsersClient::builder()…build()`.
+///
+/// ```no_run
+/// # #[courier::client(name = "user-service")]
+/// # pub trait Users {
+/// #     #[get("/ping")]
+/// #     async fn ping(&self) -> Result<(), courier::Error>;
+/// # }
+/// # fn demo() -> Result<(), courier::Error> {
+/// let users = UsersClient::builder()
+///     .base_url("http://127.0.0.1:8080")
+///     .default_header("x-caller", "billing")
+///     .build()?;
+/// # Ok(()) }
+/// ```
+#[must_use = "a builder does nothing until `build()` is called"]
+pub struct ClientBuilder<C> {
+    base_url: Option<String>,
+    http_client: Option<reqwest::Client>,
+    default_headers: HeaderMap,
+    connect_timeout: Option<Duration>,
+    max_response_bytes: usize,
+    interceptors: Vec<Arc<dyn Interceptor>>,
+    error: Option<Error>,
+    _client: PhantomData<fn() -> C>,
+}
+
+impl<C: ClientSpec> Default for ClientBuilder<C> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<C: ClientSpec> ClientBuilder<C> {
+    /// A builder with every setting at its default. Same as
+    /// `<Trait>Client::builder()`.
+    pub fn new() -> Self {
+        ClientBuilder {
+            base_url: None,
+            http_client: None,
+            default_headers: HeaderMap::new(),
+            connect_timeout: None,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            interceptors: Vec::new(),
+            error: None,
+            _client: PhantomData,
+        }
+    }
+
+    fn fail(&mut self, error: Error) {
+        if self.error.is_none() {
+            self.error = Some(error);
+        }
+    }
+
+    /// The URL every call's path is appended to: scheme, host, port and an
+    /// optional path prefix (`http://gateway.local/users-api`). It must not
+    /// carry a query, a fragment or credentials.
+    ///
+    /// Default is the trait's `#[client(url = …)]`; without either, `build()`
+    /// fails.
+    pub fn base_url(mut self, url: impl AsRef<str>) -> Self {
+        match normalize_base_url(url.as_ref()) {
+            Ok(url) => self.base_url = Some(url),
+            Err(e) => self.fail(e),
+        }
+        self
+    }
+
+    /// The reqwest client to send with, e.g. one shared by several courier
+    /// clients, or with TLS roots or a proxy of your own. Its connection pool
+    /// is shared by every clone of the built client.
+    ///
+    /// Default is a new client with courier's connect timeout and a
+    /// `courier/<version>` user agent.
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.http_client = Some(client);
+        self
+    }
+
+    /// A header sent with every call (unless the call sets the same header
+    /// itself). Values of secret-bearing headers (`authorization`, `cookie`,
+    /// names containing `token`, `secret`, `api-key`…) are marked sensitive
+    /// and never printed.
+    ///
+    /// Default is none.
+    pub fn default_header(mut self, name: impl AsRef<str>, value: impl AsRef<str>) -> Self {
+        let name = name.as_ref();
+        let parsed = HeaderName::try_from(name)
+            .map_err(|_| Error::builder(format!("`{name}` is not a valid header name")))
+            .and_then(|name| {
+                let value = header_value(&name, value.as_ref().to_owned())
+                    .map_err(|e| Error::builder(format!("default header: {e}")))?;
+                Ok((name, value))
+            });
+        match parsed {
+            Ok((name, value)) => {
+                self.default_headers.insert(name, value);
+            }
+            Err(e) => self.fail(e),
+        }
+        self
+    }
+
+    /// How long to wait for a TCP (and TLS) connection to be made. Applies to
+    /// the HTTP client courier creates; with [`http_client`](Self::http_client),
+    /// set it on your reqwest client instead (`build()` fails if both are
+    /// given, rather than ignore one).
+    ///
+    /// Default is 1 s ([`DEFAULT_CONNECT_TIMEOUT`]).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = Some(timeout);
+        self
+    }
+
+    /// The largest response body a call reads. A longer body fails the call
+    /// with [`ErrorKind::Body`](crate::ErrorKind::Body) as soon as it is
+    /// known to be too long, without buffering it.
+    ///
+    /// Default is 16 MiB ([`DEFAULT_MAX_RESPONSE_BYTES`]).
+    pub fn max_response_bytes(mut self, limit: usize) -> Self {
+        self.max_response_bytes = limit;
+        self
+    }
+
+    /// Adds a hook that sees, and may change, every outgoing request (once
+    /// per attempt). Interceptors run in the order they were added.
+    ///
+    /// Default is none.
+    pub fn interceptor(mut self, interceptor: impl Interceptor) -> Self {
+        self.interceptors.push(Arc::new(interceptor));
+        self
+    }
+
+    /// Builds the client.
+    ///
+    /// # Errors
+    /// The first bad setting given to this builder, or a missing base URL, or
+    /// a failure to create the HTTP client; all of kind
+    /// [`ErrorKind::Builder`](crate::ErrorKind::Builder).
+    pub fn build(self) -> Result<C, Error> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        let def = C::DEF;
+        let base = match (self.base_url, def.url) {
+            (Some(url), _) => url,
+            (None, Some(url)) => normalize_base_url(url)?,
+            (None, None) => {
+                return Err(Error::builder(format!(
+                    "no base URL for service `{}`: call `.base_url(…)` on the builder \
+                     or set `url = \"…\"` in `#[client(…)]`",
+                    def.name
+                )));
+            }
+        };
+        let http = match (self.http_client, self.connect_timeout) {
+            (Some(_), Some(_)) => {
+                return Err(Error::builder(
+                    "`connect_timeout` would be ignored with `http_client`: \
+                     set it on the reqwest::Client you pass instead",
+                ));
+            }
+            (Some(client), None) => client,
+            (None, timeout) => reqwest::Client::builder()
+                .connect_timeout(timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT))
+                .user_agent(concat!("courier/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .map_err(|e| Error::builder("could not create the HTTP client").with_source(e))?,
+        };
+        let shared = Shared {
+            service: def.name,
+            http,
+            base: base.into_boxed_str(),
+            default_headers: self.default_headers,
+            interceptors: self.interceptors.into_boxed_slice(),
+            max_response_bytes: self.max_response_bytes,
+        };
+        Ok(C::from_runtime(Runtime::new(shared)))
+    }
+}
+
+impl<C> fmt::Debug for ClientBuilder<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("base_url", &self.base_url)
+            .field("default_headers", &self.default_headers)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("max_response_bytes", &self.max_response_bytes)
+            .field("interceptors", &self.interceptors.len())
+            .field("error", &self.error)
+            .finish_non_exhaustive()
+    }
+}

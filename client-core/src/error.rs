@@ -1,0 +1,389 @@
+//! The one error type of courier.
+//!
+//! Modelled on `reqwest::Error` and `hyper::Error`: an opaque
+//! [`Error`] that is one pointer wide (`Box<Inner>`), with a public
+//! [`ErrorKind`] and predicates (`is_timeout()`, `is_status()`, …) that search
+//! the cause chain. `Display` says what happened at this level, in lower case,
+//! naming the service, the method, the HTTP verb and the URL path of the call
+//! (never the query string, a header value or any other secret); the cause is
+//! kept in [`std::error::Error::source`].
+
+use std::borrow::Cow;
+use std::fmt;
+
+use http::{Method, StatusCode};
+
+/// A boxed error that can cross threads; the type of causes and of
+/// interceptor failures.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// How many bytes of a response body an error keeps (see
+/// [`Error::body_snippet`]).
+pub(crate) const SNIPPET_BYTES: usize = 512;
+
+/// What went wrong, broadly. Match on it, or use the `is_*` predicates of
+/// [`Error`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// A client setting was invalid; returned by `build()`.
+    Builder,
+    /// The call's arguments could not form a valid request (a path parameter
+    /// of `..`, a header value with a line break, a body that does not
+    /// serialize). Nothing was sent.
+    InvalidRequest,
+    /// An [`Interceptor`](crate::Interceptor) refused the request. Nothing was
+    /// sent.
+    Interceptor,
+    /// The connection to the service could not be made.
+    Connect,
+    /// The call, or the connection attempt, took longer than allowed.
+    Timeout,
+    /// The request failed after the connection was made (reset, broken pipe,
+    /// protocol error).
+    Transport,
+    /// The service answered with a status that is not a success.
+    Status,
+    /// The response body could not be read, or was larger than the limit.
+    Body,
+    /// The response body could not be decoded into the method's return type.
+    Decode,
+}
+
+impl ErrorKind {
+    fn describe(self) -> &'static str {
+        match self {
+            ErrorKind::Builder => "invalid client configuration",
+            ErrorKind::InvalidRequest => "invalid request",
+            ErrorKind::Interceptor => "request refused by an interceptor",
+            ErrorKind::Connect => "connection failed",
+            ErrorKind::Timeout => "timed out",
+            ErrorKind::Transport => "request failed",
+            ErrorKind::Status => "unsuccessful status",
+            ErrorKind::Body => "could not read the response body",
+            ErrorKind::Decode => "could not decode the response body",
+        }
+    }
+}
+
+/// The error of every courier call and of `build()`.
+///
+/// It names what happened ([`kind`](Self::kind)), to which service and method
+/// ([`service`](Self::service), [`method`](Self::method)), the HTTP status if
+/// one came back ([`status`](Self::status)) and, for status and decode
+/// errors, the first bytes of the body ([`body_snippet`](Self::body_snippet)).
+///
+/// ```
+/// # async fn demo(result: Result<(), courier::Error>) {
+/// match result {
+///     Err(e) if e.status() == Some(http::StatusCode::CONFLICT) => { /* already there */ }
+///     Err(e) if e.is_timeout() || e.is_connect() => { /* try later */ }
+///     Err(e) => eprintln!("{e}"),
+///     Ok(()) => {}
+/// }
+/// # }
+/// ```
+pub struct Error {
+    inner: Box<Inner>,
+}
+
+struct Inner {
+    kind: ErrorKind,
+    call: Option<CallSite>,
+    status: Option<StatusCode>,
+    message: Cow<'static, str>,
+    snippet: Option<Box<str>>,
+    source: Option<BoxError>,
+}
+
+/// Where a call error happened: filled in by the call pipeline.
+struct CallSite {
+    service: &'static str,
+    method: &'static str,
+    verb: Method,
+    path: Box<str>,
+}
+
+// ===== impl Error =====
+
+impl Error {
+    pub(crate) fn new(kind: ErrorKind, message: impl Into<Cow<'static, str>>) -> Self {
+        Error {
+            inner: Box::new(Inner {
+                kind,
+                call: None,
+                status: None,
+                message: message.into(),
+                snippet: None,
+                source: None,
+            }),
+        }
+    }
+
+    pub(crate) fn builder(message: impl Into<Cow<'static, str>>) -> Self {
+        Error::new(ErrorKind::Builder, message)
+    }
+
+    pub(crate) fn invalid_request(message: impl Into<Cow<'static, str>>) -> Self {
+        Error::new(ErrorKind::InvalidRequest, message)
+    }
+
+    pub(crate) fn with_source(mut self, source: impl Into<BoxError>) -> Self {
+        self.inner.source = Some(source.into());
+        self
+    }
+
+    pub(crate) fn with_status(mut self, status: StatusCode) -> Self {
+        self.inner.status = Some(status);
+        self
+    }
+
+    pub(crate) fn with_snippet(mut self, body: &[u8]) -> Self {
+        if !body.is_empty() {
+            self.inner.snippet = Some(snippet(body).into());
+        }
+        self
+    }
+
+    pub(crate) fn at(
+        mut self,
+        service: &'static str,
+        method: &'static str,
+        verb: &Method,
+        path: &str,
+    ) -> Self {
+        if self.inner.call.is_none() {
+            self.inner.call = Some(CallSite {
+                service,
+                method,
+                verb: verb.clone(),
+                path: path.into(),
+            });
+        }
+        self
+    }
+
+    /// What went wrong, broadly.
+    pub fn kind(&self) -> ErrorKind {
+        self.inner.kind
+    }
+
+    /// The HTTP status the service answered with, for [`ErrorKind::Status`]
+    /// and [`ErrorKind::Decode`] errors.
+    pub fn status(&self) -> Option<StatusCode> {
+        self.inner.status
+    }
+
+    /// The first bytes (at most 512, cut at a character boundary, invalid
+    /// UTF-8 replaced) of the response body, for status and decode errors.
+    pub fn body_snippet(&self) -> Option<&str> {
+        self.inner.snippet.as_deref()
+    }
+
+    /// The logical name of the service called (the `name` of `#[client]`).
+    pub fn service(&self) -> Option<&'static str> {
+        self.inner.call.as_ref().map(|c| c.service)
+    }
+
+    /// The name of the trait method called.
+    pub fn method(&self) -> Option<&'static str> {
+        self.inner.call.as_ref().map(|c| c.method)
+    }
+
+    /// The URL path of the request (after the base URL, without the query
+    /// string), as sent.
+    pub fn path(&self) -> Option<&str> {
+        self.inner.call.as_ref().map(|c| &*c.path)
+    }
+
+    /// True if the call or its connection attempt timed out.
+    pub fn is_timeout(&self) -> bool {
+        self.chain_any(|e| e.kind() == ErrorKind::Timeout, is_io_timeout)
+    }
+
+    /// True if no connection to the service could be made.
+    pub fn is_connect(&self) -> bool {
+        self.chain_any(|e| e.kind() == ErrorKind::Connect, |_| false)
+    }
+
+    /// True if the service answered with an unsuccessful status.
+    pub fn is_status(&self) -> bool {
+        self.inner.kind == ErrorKind::Status
+    }
+
+    /// True if the response body could not be decoded into the return type.
+    pub fn is_decode(&self) -> bool {
+        self.chain_any(|e| e.kind() == ErrorKind::Decode, |_| false)
+    }
+
+    /// True if the response body could not be read or was over the limit.
+    pub fn is_body(&self) -> bool {
+        self.chain_any(|e| e.kind() == ErrorKind::Body, |_| false)
+    }
+
+    /// True if the call's arguments could not form a valid request; nothing
+    /// was sent.
+    pub fn is_invalid_request(&self) -> bool {
+        self.inner.kind == ErrorKind::InvalidRequest
+    }
+
+    /// True if this error came from `build()`.
+    pub fn is_builder(&self) -> bool {
+        self.inner.kind == ErrorKind::Builder
+    }
+
+    /// Walks this error and its causes; `courier` errors are tested with
+    /// `ours`, any other error with `other`.
+    fn chain_any(
+        &self,
+        ours: impl Fn(&Error) -> bool,
+        other: impl Fn(&(dyn std::error::Error + 'static)) -> bool,
+    ) -> bool {
+        if ours(self) {
+            return true;
+        }
+        let mut next = std::error::Error::source(self);
+        while let Some(e) = next {
+            if let Some(e) = e.downcast_ref::<Error>() {
+                if ours(e) {
+                    return true;
+                }
+            } else if other(e) {
+                return true;
+            }
+            next = e.source();
+        }
+        false
+    }
+}
+
+fn is_io_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    e.downcast_ref::<std::io::Error>()
+        .is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut)
+}
+
+/// The first [`SNIPPET_BYTES`] of `body` as text, cut at a char boundary.
+fn snippet(body: &[u8]) -> String {
+    let truncated = body.len() > SNIPPET_BYTES;
+    let mut head = &body[..body.len().min(SNIPPET_BYTES)];
+    if truncated {
+        // Do not show half of a multi-byte character as U+FFFD.
+        if let Err(e) = std::str::from_utf8(head)
+            && e.error_len().is_none()
+        {
+            head = &head[..e.valid_up_to()];
+        }
+    }
+    let mut text = String::from_utf8_lossy(head).into_owned();
+    if truncated {
+        text.push('…');
+    }
+    text
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = &self.inner;
+        if let Some(call) = &inner.call {
+            write!(
+                f,
+                "{}#{} ({} {}): ",
+                call.service, call.method, call.verb, call.path
+            )?;
+        }
+        f.write_str(inner.kind.describe())?;
+        if !inner.message.is_empty() {
+            write!(f, ": {}", inner.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = &self.inner;
+        let mut d = f.debug_struct("courier::Error");
+        d.field("kind", &inner.kind);
+        if let Some(call) = &inner.call {
+            d.field("service", &call.service)
+                .field("method", &call.method)
+                .field("verb", &call.verb)
+                .field("path", &call.path);
+        }
+        if let Some(status) = inner.status {
+            d.field("status", &status);
+        }
+        if !inner.message.is_empty() {
+            d.field("message", &inner.message);
+        }
+        if let Some(snippet) = &inner.snippet {
+            d.field("body_snippet", snippet);
+        }
+        if let Some(source) = &inner.source {
+            d.field("source", source);
+        }
+        d.finish()
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.inner.source.as_deref().map(|e| e as _)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn is_one_pointer_and_thread_safe() {
+        fn assert_send_sync<T: Send + Sync + 'static>() {}
+        assert_send_sync::<Error>();
+        assert_eq!(std::mem::size_of::<Error>(), std::mem::size_of::<usize>());
+    }
+
+    #[test]
+    fn display_names_call_site_and_kind_without_query() {
+        let e = Error::new(
+            ErrorKind::Status,
+            "service answered 503 Service Unavailable",
+        )
+        .with_status(StatusCode::SERVICE_UNAVAILABLE)
+        .at("user-service", "get", &Method::GET, "/api/users/7");
+        assert_eq!(
+            e.to_string(),
+            "user-service#get (GET /api/users/7): unsuccessful status: \
+             service answered 503 Service Unavailable"
+        );
+        assert_eq!(e.service(), Some("user-service"));
+        assert_eq!(e.method(), Some("get"));
+        assert_eq!(e.path(), Some("/api/users/7"));
+        assert!(e.is_status());
+        assert!(!e.is_timeout());
+    }
+
+    #[test]
+    fn predicates_search_the_source_chain() {
+        let inner = Error::new(ErrorKind::Timeout, "");
+        let outer = Error::new(ErrorKind::Transport, "wrapped").with_source(inner);
+        assert!(outer.is_timeout());
+        assert!(!outer.is_connect());
+        let io = Error::new(ErrorKind::Transport, "")
+            .with_source(std::io::Error::from(std::io::ErrorKind::TimedOut));
+        assert!(io.is_timeout());
+    }
+
+    #[test]
+    fn snippet_is_bounded_and_cut_at_char_boundary() {
+        let body = "é".repeat(400); // 800 bytes, 2 per char
+        let e = Error::new(ErrorKind::Decode, "").with_snippet(body.as_bytes());
+        let s = e.body_snippet().unwrap_or_default();
+        assert!(s.ends_with('…'), "{s}");
+        assert_eq!(s.trim_end_matches('…'), "é".repeat(256));
+        let short = Error::new(ErrorKind::Decode, "").with_snippet(b"{\"a\":");
+        assert_eq!(short.body_snippet(), Some("{\"a\":"));
+        let empty = Error::new(ErrorKind::Decode, "").with_snippet(b"");
+        assert_eq!(empty.body_snippet(), None);
+    }
+}

@@ -1,0 +1,234 @@
+//! Generate: the trait (through `async_trait`), the `<Trait>Client` type, its
+//! static description and its implementation of the trait.
+//!
+//! Generated code names the runtime only through `::courier::__private`, never
+//! through the user's imports.
+
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{ItemTrait, TypeParamBound};
+
+use crate::model::{ClientModel, MethodModel, ParamKind, Piece, Shape};
+
+/// The trait alone, as the user wrote it minus courier's attributes, made
+/// `dyn`-compatible by `async_trait` and `Send + Sync` so that
+/// `Arc<dyn Trait>` can cross tasks.
+pub(crate) fn trait_only(item: &ItemTrait) -> TokenStream {
+    let mut item = item.clone();
+    for marker in ["Send", "Sync"] {
+        let present = item.supertraits.iter().any(|b| match b {
+            TypeParamBound::Trait(t) => t.path.segments.last().is_some_and(|s| s.ident == marker),
+            _ => false,
+        });
+        if !present {
+            let ident = format_ident!("{}", marker);
+            item.supertraits
+                .push(syn::parse_quote!(::core::marker::#ident));
+        }
+    }
+    if item.colon_token.is_none() {
+        item.colon_token = Some(Default::default());
+    }
+    quote! {
+        #[::courier::__private::async_trait]
+        #item
+    }
+}
+
+/// Everything for a valid client trait.
+pub(crate) fn client(model: &ClientModel) -> TokenStream {
+    let item = &model.item;
+    let trait_tokens = trait_only(item);
+    let vis = &item.vis;
+    let trait_ident = &item.ident;
+    let client_ident = format_ident!("{}Client", trait_ident);
+    let name = &model.name;
+    let url = match &model.url {
+        Some(url) => quote!(::core::option::Option::Some(#url)),
+        None => quote!(::core::option::Option::None),
+    };
+    let defs = model.methods.iter().map(method_def);
+    let impls = model
+        .methods
+        .iter()
+        .enumerate()
+        .map(|(index, method)| method_impl(index, method));
+    let struct_doc = format!(
+        "A courier HTTP client for the `{name}` service, implementing [`{trait_ident}`].\n\n\
+         Build one with [`{client_ident}::builder()`]. Clones share the connection pool \
+         and all runtime state."
+    );
+    let builder_doc = format!(
+        "Starts building a `{client_ident}`: set at least a base URL (unless the trait has \
+         `url = …`), then call `build()`."
+    );
+
+    quote! {
+        #trait_tokens
+
+        #[doc = #struct_doc]
+        #[derive(Clone)]
+        #vis struct #client_ident {
+            __courier_rt: ::courier::__private::Runtime<#client_ident>,
+        }
+
+        impl #client_ident {
+            #[doc = #builder_doc]
+            #vis fn builder() -> ::courier::__private::ClientBuilder<Self> {
+                ::courier::__private::ClientBuilder::new()
+            }
+        }
+
+        impl ::core::fmt::Debug for #client_ident {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                ::core::fmt::Debug::fmt(&self.__courier_rt, f)
+            }
+        }
+
+        impl ::courier::__private::ClientSpec for #client_ident {
+            type Api = dyn #trait_ident;
+            const DEF: &'static ::courier::__private::ClientDef = &::courier::__private::ClientDef {
+                name: #name,
+                url: #url,
+                methods: &[#(#defs),*],
+            };
+            fn from_runtime(runtime: ::courier::__private::Runtime<Self>) -> Self {
+                #client_ident { __courier_rt: runtime }
+            }
+        }
+
+        #[::courier::__private::async_trait]
+        impl #trait_ident for #client_ident {
+            #(#impls)*
+        }
+    }
+}
+
+fn method_def(method: &MethodModel) -> TokenStream {
+    let name = method.sig.ident.to_string();
+    let name = name.strip_prefix("r#").unwrap_or(&name);
+    let verb = method.verb.variant();
+    let path = &method.full_path;
+    let idempotent = method.idempotent;
+    quote! {
+        ::courier::__private::MethodDef {
+            name: #name,
+            verb: ::courier::__private::Verb::#verb,
+            path: #path,
+            idempotent: #idempotent,
+        }
+    }
+}
+
+fn method_impl(index: usize, method: &MethodModel) -> TokenStream {
+    let sig = &method.sig;
+    let cfg_attrs = &method.cfg_attrs;
+    let decoder = &method.decoder;
+    let fill = fill_request(method);
+    quote! {
+        #(#cfg_attrs)*
+        #sig {
+            let __courier_call = self.__courier_rt.method(#index);
+            let mut __courier_req = __courier_call.request();
+            let __courier_fill = |__courier_req: &mut ::courier::__private::RequestParts|
+                -> ::core::result::Result<(), ::courier::__private::Error> {
+                #(#fill)*
+                ::core::result::Result::Ok(())
+            };
+            let __courier_result = match __courier_fill(&mut __courier_req) {
+                ::core::result::Result::Ok(()) => {
+                    __courier_call.send::<#decoder>(__courier_req).await
+                }
+                ::core::result::Result::Err(__courier_err) => ::core::result::Result::Err(
+                    __courier_call.locate(__courier_err, &__courier_req),
+                ),
+            };
+            match __courier_result {
+                ::core::result::Result::Ok(__courier_value) => {
+                    ::core::result::Result::Ok(__courier_value)
+                }
+                ::core::result::Result::Err(__courier_err) => {
+                    ::core::result::Result::Err(::core::convert::From::from(__courier_err))
+                }
+            }
+        }
+    }
+}
+
+/// The statements that turn the arguments into request parts: the path
+/// pieces in order, then query pairs, headers and the body.
+fn fill_request(method: &MethodModel) -> Vec<TokenStream> {
+    let mut out = Vec::new();
+    for piece in &method.pieces {
+        match piece {
+            Piece::Literal(text) => out.push(quote!(__courier_req.push_literal(#text);)),
+            Piece::Param {
+                name,
+                whole_segment,
+            } => {
+                let Some(param) = method
+                    .params
+                    .iter()
+                    .find(|p| matches!(&p.kind, ParamKind::Path(n) if n == name))
+                else {
+                    continue; // unreachable: the model checked every placeholder
+                };
+                let ident = &param.ident;
+                out.push(quote_spanned! {param.ty.span()=>
+                    __courier_req.push_path_param(#name, &#ident, #whole_segment)?;
+                });
+            }
+        }
+    }
+    for param in &method.params {
+        let ident = &param.ident;
+        let span = param.ty.span();
+        match &param.kind {
+            ParamKind::Path(_) => {}
+            ParamKind::Query { name, shape } => out.push(match shape {
+                Shape::One => quote_spanned! {span=>
+                    __courier_req.push_query(#name, &#ident);
+                },
+                Shape::Optional => quote_spanned! {span=>
+                    if let ::core::option::Option::Some(__courier_v) = &#ident {
+                        __courier_req.push_query(#name, __courier_v);
+                    }
+                },
+                Shape::Repeated => quote_spanned! {span=>
+                    for __courier_v in #ident.iter() {
+                        __courier_req.push_query(#name, __courier_v);
+                    }
+                },
+                Shape::OptionalRepeated => quote_spanned! {span=>
+                    if let ::core::option::Option::Some(__courier_vs) = &#ident {
+                        for __courier_v in __courier_vs.iter() {
+                            __courier_req.push_query(#name, __courier_v);
+                        }
+                    }
+                },
+            }),
+            ParamKind::Header { name, optional } => {
+                let header = quote!(::courier::__private::HeaderName::from_static(#name));
+                out.push(if *optional {
+                    quote_spanned! {span=>
+                        if let ::core::option::Option::Some(__courier_v) = &#ident {
+                            __courier_req.push_header(#header, __courier_v)?;
+                        }
+                    }
+                } else {
+                    quote_spanned! {span=>
+                        __courier_req.push_header(#header, &#ident)?;
+                    }
+                });
+            }
+            ParamKind::Body => out.push(quote_spanned! {span=>
+                __courier_req.set_json_body(&#ident)?;
+            }),
+            ParamKind::Form => out.push(quote_spanned! {span=>
+                __courier_req.set_form_body(&#ident)?;
+            }),
+        }
+    }
+    out
+}

@@ -1,0 +1,981 @@
+//! Parse and validate: the annotated trait becomes a plain [`ClientModel`].
+//!
+//! Every check lives here, and every mistake is reported at the token that
+//! caused it; mistakes are collected (as serde_derive does) so the user sees
+//! all of them at once. [`crate::expand`] only ever sees a valid model.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{ToTokens, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{
+    Attribute, FnArg, GenericArgument, Ident, ItemTrait, LitStr, Pat, PathArguments, ReturnType,
+    Signature, TraitItem, TraitItemFn, Type, TypePath,
+};
+
+/// The verbs, as attribute names.
+const VERBS: &[&str] = &["get", "post", "put", "patch", "delete", "head"];
+
+/// Attributes courier reads on a method, for error messages.
+const METHOD_ATTRS: &str = "get, post, put, patch, delete, head, idempotent";
+
+/// Attributes courier reads on a parameter, for error messages.
+const PARAM_ATTRS: &str = "#[query], #[query(\"name\")], #[header(\"Name\")], #[body], #[form], \
+                           #[path(\"name\")]";
+
+/// Attributes of Rust itself that may sit on a trait or method and are kept.
+const PASSTHROUGH: &[&str] = &[
+    "doc",
+    "cfg",
+    "cfg_attr",
+    "allow",
+    "warn",
+    "deny",
+    "forbid",
+    "expect",
+    "deprecated",
+    "must_use",
+];
+
+/// Collects errors so that all of them are reported together.
+#[derive(Default)]
+struct Errors(Option<syn::Error>, usize);
+
+impl Errors {
+    fn push(&mut self, error: syn::Error) {
+        self.1 += 1;
+        match &mut self.0 {
+            Some(all) => all.combine(error),
+            None => self.0 = Some(error),
+        }
+    }
+
+    fn at(&mut self, tokens: impl ToTokens, message: impl std::fmt::Display) {
+        self.push(syn::Error::new_spanned(tokens, message));
+    }
+}
+
+/// A valid client trait.
+pub(crate) struct ClientModel {
+    /// The logical service name.
+    pub(crate) name: String,
+    /// The default base URL.
+    pub(crate) url: Option<String>,
+    /// The trait with courier's attributes removed.
+    pub(crate) item: ItemTrait,
+    /// The methods courier implements, in declaration order.
+    pub(crate) methods: Vec<MethodModel>,
+}
+
+/// The verbs courier supports.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verb {
+    Get,
+    Post,
+    Put,
+    Patch,
+    Delete,
+    Head,
+}
+
+impl Verb {
+    fn from_ident(ident: &str) -> Option<Verb> {
+        Some(match ident {
+            "get" => Verb::Get,
+            "post" => Verb::Post,
+            "put" => Verb::Put,
+            "patch" => Verb::Patch,
+            "delete" => Verb::Delete,
+            "head" => Verb::Head,
+            _ => return None,
+        })
+    }
+
+    /// The runtime's `Verb` variant.
+    pub(crate) fn variant(self) -> Ident {
+        let name = match self {
+            Verb::Get => "Get",
+            Verb::Post => "Post",
+            Verb::Put => "Put",
+            Verb::Patch => "Patch",
+            Verb::Delete => "Delete",
+            Verb::Head => "Head",
+        };
+        Ident::new(name, Span::call_site())
+    }
+}
+
+/// One method courier implements.
+pub(crate) struct MethodModel {
+    /// The signature with courier's parameter attributes removed.
+    pub(crate) sig: Signature,
+    /// `#[cfg]`-like attributes to repeat on the implementation.
+    pub(crate) cfg_attrs: Vec<Attribute>,
+    pub(crate) verb: Verb,
+    /// Client prefix and method template, e.g. `/api/v1/users/{id}`.
+    pub(crate) full_path: String,
+    pub(crate) pieces: Vec<Piece>,
+    pub(crate) params: Vec<Param>,
+    /// The decoder type for the return value.
+    pub(crate) decoder: TokenStream,
+    pub(crate) idempotent: bool,
+}
+
+/// A piece of a path template.
+pub(crate) enum Piece {
+    Literal(String),
+    Param {
+        name: String,
+        /// The placeholder is a whole segment (`/{id}/`).
+        whole_segment: bool,
+    },
+}
+
+/// A parameter and what it becomes in the request.
+pub(crate) struct Param {
+    pub(crate) ident: Ident,
+    pub(crate) ty: Type,
+    pub(crate) kind: ParamKind,
+}
+
+/// Where a parameter goes.
+pub(crate) enum ParamKind {
+    /// Fills the placeholder of this name.
+    Path(String),
+    Query {
+        name: String,
+        shape: Shape,
+    },
+    Header {
+        /// Lower-case, checked header name.
+        name: String,
+        optional: bool,
+    },
+    Body,
+    Form,
+}
+
+/// How a query value is written.
+#[derive(Clone, Copy)]
+pub(crate) enum Shape {
+    /// `name=value`
+    One,
+    /// left out when `None`
+    Optional,
+    /// `name=a&name=b`
+    Repeated,
+    /// left out when `None`, repeated when `Some`
+    OptionalRepeated,
+}
+
+// ===== the client =====
+
+impl ClientModel {
+    /// Parses and validates; on failure returns every error and the trait
+    /// cleaned of courier's attributes (so the fallback expansion adds no
+    /// second error).
+    pub(crate) fn parse(
+        args: TokenStream,
+        mut item: ItemTrait,
+    ) -> Result<ClientModel, Box<(syn::Error, ItemTrait)>> {
+        let mut errors = Errors::default();
+        let args = ClientArgs::parse(args, &mut errors);
+        let prefix = match &args.path {
+            Some(lit) => check_prefix(lit, &mut errors),
+            None => String::new(),
+        };
+
+        if let Some(param) = item.generics.params.first() {
+            errors.at(param, "a client trait cannot be generic");
+        }
+        if let Some(unsafety) = &item.unsafety {
+            errors.at(unsafety, "a client trait cannot be `unsafe`");
+        }
+        item.attrs.retain(|attr| keep_trait_attr(attr, &mut errors));
+
+        let mut methods = Vec::new();
+        for trait_item in &mut item.items {
+            match trait_item {
+                TraitItem::Fn(method) => {
+                    if let Some(model) = MethodModel::parse(method, &prefix, &mut errors) {
+                        methods.push(model);
+                    }
+                }
+                other => errors.at(
+                    &*other,
+                    "a client trait holds only methods: an associated type or constant \
+                     cannot be sent over HTTP",
+                ),
+            }
+        }
+
+        match errors.0 {
+            Some(e) => Err(Box::new((e, item))),
+            None => Ok(ClientModel {
+                name: args.name.map(|n| n.value()).unwrap_or_default(),
+                url: args.url.map(|u| u.value()),
+                item,
+                methods,
+            }),
+        }
+    }
+}
+
+/// `#[client(name = "…", path = "…", url = "…")]`
+struct ClientArgs {
+    name: Option<LitStr>,
+    path: Option<LitStr>,
+    url: Option<LitStr>,
+}
+
+impl ClientArgs {
+    fn parse(args: TokenStream, errors: &mut Errors) -> ClientArgs {
+        let mut out = ClientArgs {
+            name: None,
+            path: None,
+            url: None,
+        };
+        let parser = syn::meta::parser(|meta| {
+            let key = meta
+                .path
+                .get_ident()
+                .map(Ident::to_string)
+                .unwrap_or_default();
+            let slot = match key.as_str() {
+                "name" => &mut out.name,
+                "path" => &mut out.path,
+                "url" => &mut out.url,
+                _ => {
+                    return Err(meta.error(
+                        "unknown #[client] argument; expected `name = \"…\"`, `path = \"…\"` \
+                         or `url = \"…\"`",
+                    ));
+                }
+            };
+            if slot.is_some() {
+                return Err(meta.error(format!("`{key}` is given twice")));
+            }
+            *slot = Some(meta.value()?.parse::<LitStr>()?);
+            Ok(())
+        });
+        if let Err(e) = syn::parse::Parser::parse2(parser, args) {
+            errors.push(e);
+            return out;
+        }
+        match &out.name {
+            None => errors.push(syn::Error::new(
+                Span::call_site(),
+                "#[client] needs the service's logical name: #[client(name = \"user-service\")]",
+            )),
+            Some(name) => {
+                let value = name.value();
+                let ok = !value.is_empty()
+                    && value
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+                if !ok {
+                    errors.at(
+                        name,
+                        "the service name must be non-empty and use only ASCII letters, digits, \
+                         `-`, `_` and `.` (it is a discovery key, a config key and a metrics \
+                         label)",
+                    );
+                }
+            }
+        }
+        if let Some(url) = &out.url {
+            let value = url.value();
+            if !(value.starts_with("http://") || value.starts_with("https://")) {
+                errors.at(url, "`url` must be an absolute http:// or https:// URL");
+            }
+        }
+        out
+    }
+}
+
+fn attr_name(attr: &Attribute) -> Option<String> {
+    attr.path().get_ident().map(Ident::to_string)
+}
+
+/// Keeps Rust's own attributes and any path attribute (`#[tracing::…]`);
+/// rejects an unknown single-word attribute, which is most likely a typo.
+fn keep_trait_attr(attr: &Attribute, errors: &mut Errors) -> bool {
+    match attr_name(attr) {
+        Some(name) if PASSTHROUGH.contains(&name.as_str()) => true,
+        None => true,
+        Some(name) => {
+            let hint = if VERBS.contains(&name.as_str()) || name == "idempotent" {
+                "; it belongs on a method"
+            } else {
+                ""
+            };
+            errors.at(
+                attr,
+                format!(
+                    "unknown attribute `#[{name}]` on a client trait{hint}; \
+                     courier reads none here yet, and Rust's own ({}) are kept",
+                    PASSTHROUGH.join(", ")
+                ),
+            );
+            false
+        }
+    }
+}
+
+// ===== methods =====
+
+impl MethodModel {
+    /// Parses one trait method and strips courier's attributes from it.
+    /// `None` for a provided method that courier leaves alone, or on error.
+    fn parse(method: &mut TraitItemFn, prefix: &str, errors: &mut Errors) -> Option<MethodModel> {
+        let before = errors.1;
+        let mut verb: Option<(Verb, LitStr, String)> = None;
+        let mut idempotent = false;
+        let mut cfg_attrs = Vec::new();
+        let mut courier_attr_seen = false;
+
+        method.attrs.retain(|attr| {
+            let Some(name) = attr_name(attr) else {
+                return true;
+            };
+            if let Some(v) = Verb::from_ident(&name) {
+                courier_attr_seen = true;
+                match attr.parse_args::<LitStr>() {
+                    Ok(lit) => {
+                        if let Some((_, _, first)) = &verb {
+                            errors.at(
+                                attr,
+                                format!("a method has one verb, and `#[{first}]` is already given"),
+                            );
+                        } else {
+                            verb = Some((v, lit, name));
+                        }
+                    }
+                    Err(_) => errors.at(
+                        attr,
+                        format!("expected a path template: #[{name}(\"/users/{{id}}\")]"),
+                    ),
+                }
+                return false;
+            }
+            match name.as_str() {
+                "idempotent" => {
+                    courier_attr_seen = true;
+                    if let Err(e) = attr.meta.require_path_only() {
+                        errors.push(e);
+                    }
+                    idempotent = true;
+                    false
+                }
+                "cfg" | "cfg_attr" => {
+                    cfg_attrs.push(attr.clone());
+                    true
+                }
+                n if PASSTHROUGH.contains(&n) => true,
+                _ => {
+                    courier_attr_seen = true;
+                    errors.at(
+                        attr,
+                        format!(
+                            "unknown attribute `#[{name}]` on a client method; courier accepts \
+                             {METHOD_ATTRS}, and Rust's own ({}) are kept",
+                            PASSTHROUGH.join(", ")
+                        ),
+                    );
+                    false
+                }
+            }
+        });
+
+        let Some((verb, template, _)) = verb else {
+            if method.default.is_some() && !courier_attr_seen {
+                // A provided method (a helper written in terms of the others):
+                // courier leaves it to the trait.
+                return None;
+            }
+            if errors.1 == before {
+                // (A typo such as `#[gett]` was reported already.)
+                errors.at(
+                    &method.sig.ident,
+                    format!(
+                        "`{}` has no HTTP verb: add one of #[get(\"/path\")], #[post(…)], \
+                         #[put(…)], #[patch(…)], #[delete(…)] or #[head(…)]",
+                        method.sig.ident
+                    ),
+                );
+            }
+            strip_param_attrs(&mut method.sig);
+            return None;
+        };
+
+        if let Some(body) = &method.default {
+            errors.at(
+                body,
+                "a client method has no body: courier generates it from the attributes",
+            );
+        }
+        check_signature(&method.sig, errors);
+
+        let pieces = match parse_template(&template.value()) {
+            Ok(pieces) => pieces,
+            Err(message) => {
+                errors.at(&template, message);
+                Vec::new()
+            }
+        };
+        let params = parse_params(&mut method.sig, &pieces, &template, errors);
+        let decoder = return_decoder(&method.sig, verb, errors);
+
+        if errors.1 > before {
+            return None;
+        }
+        Some(MethodModel {
+            sig: method.sig.clone(),
+            cfg_attrs,
+            verb,
+            full_path: format!("{prefix}{}", template.value()),
+            pieces: with_prefix(prefix, pieces),
+            params,
+            decoder: decoder.unwrap_or_default(),
+            idempotent,
+        })
+    }
+}
+
+fn with_prefix(prefix: &str, mut pieces: Vec<Piece>) -> Vec<Piece> {
+    if prefix.is_empty() {
+        return pieces;
+    }
+    match pieces.first_mut() {
+        Some(Piece::Literal(first)) => first.insert_str(0, prefix),
+        _ => pieces.insert(0, Piece::Literal(prefix.to_owned())),
+    }
+    pieces
+}
+
+/// `async fn name(&self, …) -> …`, nothing else.
+fn check_signature(sig: &Signature, errors: &mut Errors) {
+    if sig.asyncness.is_none() {
+        errors.at(
+            sig.fn_token,
+            format!("a client method must be `async fn {}(&self, …)`", sig.ident),
+        );
+    }
+    if let Some(c) = &sig.constness {
+        errors.at(c, "a client method cannot be `const`");
+    }
+    if !matches!(sig.safety, syn::Safety::Default) {
+        errors.at(sig.fn_token, "a client method cannot be `unsafe` or `safe`");
+    }
+    if let Some(abi) = &sig.abi {
+        errors.at(abi, "a client method cannot have an ABI");
+    }
+    if let Some(v) = &sig.variadic {
+        errors.at(v, "a client method cannot be variadic");
+    }
+    for param in &sig.generics.params {
+        if !matches!(param, syn::GenericParam::Lifetime(_)) {
+            errors.at(
+                param,
+                "a client method cannot have type or const parameters: the trait must stay \
+                 usable as `dyn Trait`",
+            );
+        }
+    }
+    match sig.inputs.first() {
+        Some(FnArg::Receiver(r))
+            if matches!(r.kind, syn::ReceiverKind::Reference(_, _, None))
+                && r.mutability.is_none() => {}
+        Some(FnArg::Receiver(r)) => errors.at(
+            r,
+            format!(
+                "a client method takes `&self`: `async fn {}(&self, …)`",
+                sig.ident
+            ),
+        ),
+        _ => errors.at(
+            &sig.ident,
+            format!(
+                "a client method takes `&self`: `async fn {}(&self, …)`",
+                sig.ident
+            ),
+        ),
+    }
+}
+
+// ===== path templates =====
+
+fn is_path_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "-._~!$&'()*+,;=:@/%".contains(c)
+}
+
+/// Splits a template into literals and placeholders, refusing what would make
+/// a malformed or ambiguous URL.
+fn parse_template(template: &str) -> Result<Vec<Piece>, String> {
+    if !template.is_empty() && !template.starts_with('/') {
+        return Err(format!("the path `{template}` must start with `/`"));
+    }
+    let mut pieces = Vec::new();
+    let mut literal = String::new();
+    let mut names: Vec<String> = Vec::new();
+    let mut chars = template.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '{' => {
+                let rest = &template[i + 1..];
+                let Some(end) = rest.find('}') else {
+                    return Err(format!("unclosed `{{` in the path `{template}`"));
+                };
+                let name = &rest[..end];
+                if name.is_empty() {
+                    return Err(format!(
+                        "empty placeholder `{{}}` in the path `{template}`: name it after a \
+                         parameter, like `{{id}}`"
+                    ));
+                }
+                if !is_ident(name) {
+                    return Err(format!(
+                        "placeholder `{{{name}}}` must be a parameter name (letters, digits, `_`)"
+                    ));
+                }
+                if names.iter().any(|n| n == name) {
+                    return Err(format!(
+                        "placeholder `{{{name}}}` appears twice in the path"
+                    ));
+                }
+                names.push(name.to_owned());
+                let after = &rest[end + 1..];
+                let whole_segment =
+                    literal.ends_with('/') && (after.is_empty() || after.starts_with('/'));
+                if !literal.is_empty() {
+                    pieces.push(Piece::Literal(std::mem::take(&mut literal)));
+                }
+                pieces.push(Piece::Param {
+                    name: name.to_owned(),
+                    whole_segment,
+                });
+                for _ in 0..=name.len() {
+                    chars.next();
+                }
+            }
+            '}' => return Err(format!("unmatched `}}` in the path `{template}`")),
+            '?' => {
+                return Err(
+                    "a path cannot hold a query string: add #[query] parameters instead".to_owned(),
+                );
+            }
+            '#' => return Err("a path cannot hold a fragment (`#`)".to_owned()),
+            '%' => {
+                let hex: String = template[i + 1..].chars().take(2).collect();
+                if hex.len() != 2 || !hex.chars().all(|h| h.is_ascii_hexdigit()) {
+                    return Err(format!(
+                        "`%` in the path `{template}` must start an escape like `%20`"
+                    ));
+                }
+                literal.push(c);
+            }
+            c if is_path_char(c) => literal.push(c),
+            c => {
+                return Err(format!(
+                    "{c:?} cannot appear in a URL path; percent-encode it or pass it as a \
+                     parameter"
+                ));
+            }
+        }
+    }
+    if !literal.is_empty() {
+        pieces.push(Piece::Literal(literal));
+    }
+    for piece in &pieces {
+        if let Piece::Literal(text) = piece
+            && text.split('/').any(|seg| seg == "." || seg == "..")
+        {
+            return Err(format!("the path `{template}` has a `.` or `..` segment"));
+        }
+    }
+    Ok(pieces)
+}
+
+fn is_ident(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// The client `path` prefix: a literal path without placeholders, stored
+/// without a trailing slash.
+fn check_prefix(lit: &LitStr, errors: &mut Errors) -> String {
+    let value = lit.value();
+    match parse_template(&value) {
+        Ok(pieces) if pieces.iter().any(|p| matches!(p, Piece::Param { .. })) => {
+            errors.at(lit, "the client `path` prefix cannot have placeholders");
+            String::new()
+        }
+        Ok(_) => value.trim_end_matches('/').to_owned(),
+        Err(message) => {
+            errors.at(lit, message);
+            String::new()
+        }
+    }
+}
+
+// ===== parameters =====
+
+fn strip_param_attrs(sig: &mut Signature) {
+    for input in &mut sig.inputs {
+        if let FnArg::Typed(pt) = input {
+            pt.attrs.retain(|a| {
+                attr_name(a).is_none_or(|n| {
+                    !matches!(n.as_str(), "query" | "header" | "body" | "form" | "path")
+                })
+            });
+        }
+    }
+}
+
+fn parse_params(
+    sig: &mut Signature,
+    pieces: &[Piece],
+    template: &LitStr,
+    errors: &mut Errors,
+) -> Vec<Param> {
+    let mut params = Vec::new();
+    let mut body: Option<Ident> = None;
+    for input in sig.inputs.iter_mut() {
+        let FnArg::Typed(pt) = input else { continue };
+        let ident = match &*pt.pat {
+            Pat::Ident(pi) if pi.by_ref.is_none() && pi.subpat.is_none() => pi.ident.clone(),
+            other => {
+                errors.at(other, "a client method parameter must be a plain name");
+                continue;
+            }
+        };
+        let mut kind: Option<ParamKind> = None;
+        let mut kind_attr: Option<Attribute> = None;
+        let mut attrs_error = false;
+        let ty = (*pt.ty).clone();
+        pt.attrs.retain(|attr| {
+            let name = attr_name(attr).unwrap_or_default();
+            let parsed = match name.as_str() {
+                "query" => optional_name(attr, &ident).map(|name| ParamKind::Query {
+                    name,
+                    shape: query_shape(&ty),
+                }),
+                "header" => attr
+                    .parse_args::<LitStr>()
+                    .map_err(|_| {
+                        syn::Error::new_spanned(
+                            attr,
+                            "expected the header's name: #[header(\"X-Request-Id\")]",
+                        )
+                    })
+                    .and_then(|lit| {
+                        let value = lit.value();
+                        if value.is_empty() || !value.chars().all(is_token_char) {
+                            return Err(syn::Error::new_spanned(
+                                &lit,
+                                format!("`{value}` is not a valid header name"),
+                            ));
+                        }
+                        Ok(ParamKind::Header {
+                            name: value.to_ascii_lowercase(),
+                            optional: option_inner(&ty).is_some(),
+                        })
+                    }),
+                "body" => attr.meta.require_path_only().map(|_| ParamKind::Body),
+                "form" => attr.meta.require_path_only().map(|_| ParamKind::Form),
+                "path" => optional_name(attr, &ident).map(ParamKind::Path),
+                _ if PASSTHROUGH.contains(&name.as_str()) => return true,
+                _ => Err(syn::Error::new_spanned(
+                    attr,
+                    format!("unknown parameter attribute; courier accepts {PARAM_ATTRS}"),
+                )),
+            };
+            match parsed {
+                Ok(_) if kind.is_some() => {
+                    errors.at(
+                        attr,
+                        "a parameter goes to one place: it already has an attribute",
+                    );
+                    attrs_error = true;
+                }
+                Ok(k) => {
+                    kind = Some(k);
+                    kind_attr = Some(attr.clone());
+                }
+                Err(e) => {
+                    errors.push(e);
+                    attrs_error = true;
+                }
+            }
+            false
+        });
+        if attrs_error {
+            continue;
+        }
+        let kind = match kind {
+            Some(kind) => kind,
+            None => {
+                let name = ident.to_string();
+                let name = name.strip_prefix("r#").unwrap_or(&name).to_owned();
+                if placeholder_names(pieces).any(|p| p == name) {
+                    ParamKind::Path(name)
+                } else {
+                    errors.at(
+                        &ident,
+                        format!(
+                            "parameter `{name}` is used nowhere: name a `{{{name}}}` placeholder \
+                             in the path, or mark it {PARAM_ATTRS}"
+                        ),
+                    );
+                    continue;
+                }
+            }
+        };
+        match &kind {
+            ParamKind::Body | ParamKind::Form => {
+                if let Some(first) = &body {
+                    errors.at(
+                        kind_attr
+                            .as_ref()
+                            .map_or_else(|| ident.to_token_stream(), ToTokens::to_token_stream),
+                        format!(
+                            "a request has at most one body, and `{first}` is already the body"
+                        ),
+                    );
+                } else {
+                    body = Some(ident.clone());
+                }
+            }
+            ParamKind::Path(name) => {
+                if !placeholder_names(pieces).any(|p| p == name) {
+                    errors.at(
+                        kind_attr
+                            .as_ref()
+                            .map_or_else(|| ident.to_token_stream(), ToTokens::to_token_stream),
+                        format!("the path has no `{{{name}}}` placeholder"),
+                    );
+                }
+                if option_inner(&ty).is_some() {
+                    errors.at(
+                        &ty,
+                        "a path parameter cannot be optional: the path needs a value",
+                    );
+                }
+            }
+            _ => {}
+        }
+        params.push(Param { ident, ty, kind });
+    }
+    for name in placeholder_names(pieces) {
+        let used = params
+            .iter()
+            .filter(|p| matches!(&p.kind, ParamKind::Path(n) if n == name))
+            .count();
+        if used == 0 {
+            errors.at(
+                template,
+                format!("placeholder `{{{name}}}` has no parameter: add `{name}: …` to the method"),
+            );
+        } else if used > 1 {
+            errors.at(
+                template,
+                format!("placeholder `{{{name}}}` is filled by two parameters"),
+            );
+        }
+    }
+    params
+}
+
+fn placeholder_names(pieces: &[Piece]) -> impl Iterator<Item = &str> {
+    pieces.iter().filter_map(|p| match p {
+        Piece::Param { name, .. } => Some(name.as_str()),
+        Piece::Literal(_) => None,
+    })
+}
+
+/// `#[query]` / `#[query("name")]`: the given name, or the parameter's own.
+fn optional_name(attr: &Attribute, ident: &Ident) -> syn::Result<String> {
+    match &attr.meta {
+        syn::Meta::Path(_) => {
+            let name = ident.to_string();
+            Ok(name.strip_prefix("r#").unwrap_or(&name).to_owned())
+        }
+        _ => {
+            let lit = attr.parse_args::<LitStr>()?;
+            if lit.value().is_empty() {
+                return Err(syn::Error::new_spanned(lit, "the name cannot be empty"));
+            }
+            Ok(lit.value())
+        }
+    }
+}
+
+fn is_token_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
+}
+
+/// Strips references and groups.
+fn peel(ty: &Type) -> &Type {
+    match ty {
+        Type::Reference(r) => peel(&r.elem),
+        Type::Group(g) => peel(&g.elem),
+        Type::Paren(p) => peel(&p.elem),
+        other => other,
+    }
+}
+
+/// The single type argument of `Name<T>` when the last path segment is
+/// `name`.
+fn generic_arg<'a>(ty: &'a Type, name: &str) -> Option<&'a Type> {
+    let Type::Path(TypePath {
+        qself: None, path, ..
+    }) = peel(ty)
+    else {
+        return None;
+    };
+    let last = path.segments.last()?;
+    if last.ident != name {
+        return None;
+    }
+    let PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
+    let mut types = args.args.iter().filter_map(|a| match a {
+        GenericArgument::Type(t) => Some(t),
+        _ => None,
+    });
+    let first = types.next()?;
+    types.next().is_none().then_some(first)
+}
+
+fn option_inner(ty: &Type) -> Option<&Type> {
+    generic_arg(ty, "Option")
+}
+
+fn is_sequence(ty: &Type) -> bool {
+    matches!(peel(ty), Type::Slice(_) | Type::Array(_)) || generic_arg(ty, "Vec").is_some()
+}
+
+fn query_shape(ty: &Type) -> Shape {
+    match option_inner(ty) {
+        Some(inner) if is_sequence(inner) => Shape::OptionalRepeated,
+        Some(_) => Shape::Optional,
+        None if is_sequence(ty) => Shape::Repeated,
+        None => Shape::One,
+    }
+}
+
+// ===== return types =====
+
+/// Picks the decoder from the written return type `Result<T, E>`.
+fn return_decoder(sig: &Signature, verb: Verb, errors: &mut Errors) -> Option<TokenStream> {
+    let expected = "a client method returns `Result<T, E>`, where T is `()`, `String`, \
+                    `bytes::Bytes`, `Option<T>`, `courier::Response<T>` or a deserializable type, \
+                    and E is `courier::Error` or implements `From<courier::Error>`";
+    let ReturnType::Type(_, ty) = &sig.output else {
+        errors.at(&sig.ident, format!("missing return type: {expected}"));
+        return None;
+    };
+    let ok = match peel_group(ty) {
+        Type::Path(TypePath {
+            qself: None, path, ..
+        }) if path.segments.last().is_some_and(|s| s.ident == "Result") => {
+            let last = path.segments.last()?;
+            match &last.arguments {
+                PathArguments::AngleBracketed(args) => match args.args.first() {
+                    Some(GenericArgument::Type(t)) if args.args.len() <= 2 => t,
+                    _ => {
+                        errors.at(ty, expected);
+                        return None;
+                    }
+                },
+                _ => {
+                    errors.at(ty, expected);
+                    return None;
+                }
+            }
+        }
+        _ => {
+            errors.at(ty, format!("unsupported return type: {expected}"));
+            return None;
+        }
+    };
+    let decoder = decoder_for(ok, errors, 0)?;
+    if verb == Verb::Head && !is_unit(ok) && generic_arg(ok, "Response").is_none_or(|t| !is_unit(t))
+    {
+        errors.at(
+            ok,
+            "a HEAD response has no body: return `()` or `courier::Response<()>`",
+        );
+        return None;
+    }
+    Some(decoder)
+}
+
+fn peel_group(ty: &Type) -> &Type {
+    match ty {
+        Type::Group(g) => peel_group(&g.elem),
+        Type::Paren(p) => peel_group(&p.elem),
+        other => other,
+    }
+}
+
+fn is_unit(ty: &Type) -> bool {
+    matches!(peel_group(ty), Type::Tuple(t) if t.elems.is_empty())
+}
+
+fn decoder_for(ty: &Type, errors: &mut Errors, depth: u8) -> Option<TokenStream> {
+    let span = ty.span();
+    let ty = peel_group(ty);
+    if is_unit(ty) {
+        return Some(quote_spanned!(span=> ::courier::__private::Unit));
+    }
+    match ty {
+        Type::Path(TypePath {
+            qself: None, path, ..
+        }) => {
+            let last = path.segments.last()?;
+            let plain = matches!(last.arguments, PathArguments::None);
+            if plain && last.ident == "String" {
+                return Some(quote_spanned!(span=> ::courier::__private::Text));
+            }
+            if plain && last.ident == "Bytes" {
+                return Some(quote_spanned!(span=> ::courier::__private::RawBytes));
+            }
+            if let Some(inner) = generic_arg(ty, "Option") {
+                if generic_arg(inner, "Option").is_some() {
+                    errors.at(ty, "`Option<Option<T>>` is not a supported return type");
+                    return None;
+                }
+                let inner = decoder_for(inner, errors, depth + 1)?;
+                return Some(quote_spanned!(span=> ::courier::__private::Opt<#inner>));
+            }
+            if let Some(inner) = generic_arg(ty, "Response") {
+                if depth > 0 {
+                    errors.at(
+                        ty,
+                        "`courier::Response<T>` must be the outermost success type",
+                    );
+                    return None;
+                }
+                let inner = decoder_for(inner, errors, depth + 1)?;
+                return Some(quote_spanned!(span=> ::courier::__private::Resp<#inner>));
+            }
+            Some(quote_spanned!(span=> ::courier::__private::Json<#ty>))
+        }
+        Type::Tuple(_) | Type::Array(_) => Some(quote!(::courier::__private::Json<#ty>)),
+        Type::Reference(_) => {
+            errors.at(
+                ty,
+                "a client method returns owned data: use `String` for `&str`, or an owned type",
+            );
+            None
+        }
+        _ => {
+            errors.at(ty, "unsupported success type: use `()`, `String`, `bytes::Bytes`, `Option<T>`, `courier::Response<T>` or a deserializable type");
+            None
+        }
+    }
+}

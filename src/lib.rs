@@ -1,0 +1,156 @@
+//! # courier
+//!
+//! A declarative, resilient service-to-service HTTP client. Describe another
+//! service's HTTP API as a trait, annotate it with [`#[client]`](client), and
+//! get a typed client: `<Trait>Client`, which implements the trait.
+//!
+//! ```no_run
+//! use courier::{client, Error};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Debug, Deserialize)]
+//! pub struct User { pub id: u64, pub name: String }
+//!
+//! #[derive(Serialize)]
+//! pub struct NewUser<'a> { pub name: &'a str }
+//!
+//! #[client(name = "user-service", path = "/api/v1")]
+//! pub trait Users {
+//!     #[get("/users/{id}")]
+//!     async fn get(&self, id: u64) -> Result<User, Error>;
+//!
+//!     #[get("/users")]
+//!     async fn find(&self, #[query] name: &str, #[query("page")] page: Option<u32>)
+//!         -> Result<Vec<User>, Error>;
+//!
+//!     #[post("/users")]
+//!     async fn create(&self, #[body] user: &NewUser<'_>,
+//!                     #[header("Idempotency-Key")] key: &str) -> Result<User, Error>;
+//!
+//!     #[get("/users/{id}")]
+//!     async fn lookup(&self, id: u64) -> Result<Option<User>, Error>; // 404 -> None
+//!
+//!     #[delete("/users/{id}")]
+//!     async fn delete(&self, id: u64) -> Result<(), Error>;
+//! }
+//!
+//! # async fn demo() -> Result<(), Error> {
+//! let users = UsersClient::builder()
+//!     .base_url("http://127.0.0.1:8080")
+//!     .build()?;
+//! let alice = users.get(7).await?;
+//! let nobody = users.lookup(404).await?;
+//! assert!(nobody.is_none());
+//!
+//! // The trait is dyn-compatible: fakes and fallbacks are just other impls.
+//! let api: std::sync::Arc<dyn Users> = std::sync::Arc::new(users);
+//! # let _ = (alice, api);
+//! # Ok(()) }
+//! ```
+//!
+//! ## The trait
+//!
+//! `#[client(name = "…", path = "…", url = "…")]` comes **first** on the trait;
+//! any other attribute of the trait follows it (Rust only lets the first
+//! attribute macro see the ones after it).
+//!
+//! - `name` (required): the logical service name. It names the service in
+//!   every error, and later serves as discovery key, config key and metrics
+//!   label.
+//! - `path`: a prefix for every method's path (`/api/v1`).
+//! - `url`: a default base URL; the builder's `base_url` overrides it.
+//!
+//! The trait becomes `Send + Sync` and is rewritten by
+//! [`async_trait`](macro@async_trait), so `Arc<dyn Trait>` works. To write
+//! your own implementation (a fake for tests, a fallback), put
+//! `#[courier::async_trait]` (or `#[async_trait::async_trait]`) on the impl.
+//! A provided method (one with a body and no verb) is left to the trait, so
+//! helpers built on the other methods are fine.
+//!
+//! ### Methods
+//!
+//! Every other method is `async fn name(&self, …) -> Result<T, E>` with one
+//! verb: `#[get("/path")]`, `#[post]`, `#[put]`, `#[patch]`, `#[delete]`,
+//! `#[head]`. `#[idempotent]` marks a POST or PATCH as safe to repeat.
+//!
+//! Path templates hold `{placeholders}`, each filled by the parameter of the
+//! same name (or one marked `#[path("name")]`), which may be any `Display`
+//! type. The value is percent-encoded as one segment: `/` becomes `%2F`,
+//! a space `%20`, `?` and `#` are encoded; an empty value, `.` or `..` in a
+//! whole segment is refused.
+//!
+//! ### Parameters
+//!
+//! | attribute             | goes to                                                          |
+//! |-----------------------|------------------------------------------------------------------|
+//! | (none)                | the `{placeholder}` with its name                                |
+//! | `#[path("id")]`       | the `{id}` placeholder                                           |
+//! | `#[query]`            | `?name=value` under the parameter's name; `Option` left out when `None`; `Vec`/slice repeated |
+//! | `#[query("n")]`       | the same under the name `n`                                      |
+//! | `#[header("Name")]`   | a header; `Option` left out when `None`; CR/LF/NUL refused       |
+//! | `#[body]`             | the body, as JSON (`content-type: application/json`)             |
+//! | `#[form]`             | the body, as `application/x-www-form-urlencoded`                 |
+//!
+//! Parameters may borrow (`&str`, `Option<&str>`, `&T`): the generated code
+//! only reads them to build the request. A method has at most one body.
+//!
+//! ### Return types
+//!
+//! `Result<T, E>`, where `E` is [`Error`] or any type with
+//! `From<courier::Error>`, and `T` is:
+//!
+//! | `T`                    | the answer                                                |
+//! |------------------------|-----------------------------------------------------------|
+//! | `()`                   | body ignored                                              |
+//! | `String`               | the body as UTF-8 text                                    |
+//! | `bytes::Bytes`         | the body as received                                      |
+//! | `Option<U>`            | `404 Not Found` becomes `None`, otherwise `Some(U)`       |
+//! | [`Response<U>`]        | status, headers and the body decoded as `U`               |
+//! | any other type         | the body decoded from JSON                                |
+//!
+//! The choice is made from the type as written; a type alias hides it (an
+//! alias of `String` is decoded as JSON). Any status other than 2xx is an
+//! error of kind [`ErrorKind::Status`] (except 404 for `Option<U>`).
+//!
+//! Mistakes (an unknown attribute, a placeholder without a parameter, a
+//! parameter used nowhere, two bodies, a method that is not
+//! `async fn(&self, …)`, an unsupported return type, a malformed path) are
+//! compile errors pointing at the offending token.
+//!
+//! ## The client
+//!
+//! `<Trait>Client::builder()` returns a [`ClientBuilder`]; see it for every
+//! setting. A client is cheap to clone, and clones share one connection pool.
+//!
+//! ## Errors
+//!
+//! Every failure is one [`Error`]: its [`kind`](Error::kind), the
+//! [`status`](Error::status), predicates such as
+//! [`is_timeout`](Error::is_timeout), and a `Display` naming the service,
+//! the method, the verb and the path: `user-service#get (GET
+//! /api/v1/users/7): unsuccessful status: service answered 503 Service
+//! Unavailable`. Values of secret headers never appear in errors or `Debug`.
+
+// Library code never unwraps: input and the network must not panic it.
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+
+pub use courier_core::{
+    BoxError, ClientBuilder, Error, ErrorKind, Interceptor, Outgoing, Response, builder, codec,
+    interceptor, request,
+};
+
+/// Turns an annotated trait into a typed HTTP client `<Trait>Client`.
+///
+/// See the [crate documentation](crate) for the attributes.
+pub use courier_macros::client;
+
+/// Re-exported for writing your own implementations of a client trait:
+/// `#[courier::async_trait] impl Users for FakeUsers { … }`.
+pub use async_trait::async_trait;
+
+/// What generated code uses. Not public API: it changes without notice.
+#[doc(hidden)]
+pub mod __private {
+    pub use async_trait::async_trait;
+    pub use courier_core::__private::*;
+}

@@ -1,0 +1,287 @@
+//! Bad input gets a clear error naming what was wrong, and nothing is sent.
+
+use courier::{Error, ErrorKind, client};
+use wiremock::matchers::any;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+#[client(name = "files")]
+trait Files {
+    #[get("/files/{name}")]
+    async fn get(&self, name: &str) -> Result<(), Error>;
+
+    #[get("/files/{name}.json")]
+    async fn json(&self, name: &str) -> Result<(), Error>;
+
+    #[post("/files")]
+    async fn upload(&self, #[header("X-Checksum")] sum: &str) -> Result<(), Error>;
+
+    #[post("/files")]
+    async fn upload_body(&self, #[body] body: &Unserializable) -> Result<(), Error>;
+}
+
+#[client(name = "defaulted", url = "http://127.0.0.1:9")]
+trait Defaulted {
+    #[get("/")]
+    async fn root(&self) -> Result<(), Error>;
+}
+
+/// A body whose `Serialize` fails, as a map with non-string keys does in JSON.
+struct Unserializable;
+
+impl serde::Serialize for Unserializable {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom("refusing on purpose"))
+    }
+}
+
+async fn counting_server() -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(any())
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    server
+}
+
+async fn received(server: &MockServer) -> usize {
+    server.received_requests().await.map_or(0, |r| r.len())
+}
+
+fn files(server: &MockServer) -> FilesClient {
+    FilesClient::builder()
+        .base_url(server.uri())
+        .build()
+        .expect("valid")
+}
+
+#[tokio::test]
+async fn dot_segments_and_empty_segments_are_refused_before_sending() {
+    let server = counting_server().await;
+    let c = files(&server);
+    for bad in ["..", ".", ""] {
+        let err = c.get(bad).await.expect_err(bad);
+        assert_eq!(err.kind(), ErrorKind::InvalidRequest, "{bad:?}");
+        assert!(err.is_invalid_request());
+        let shown = err.to_string();
+        assert!(shown.contains("`name`"), "{shown}");
+        assert!(shown.starts_with("files#get (GET /files/)"), "{shown}");
+    }
+    assert_eq!(received(&server).await, 0, "nothing may be sent");
+    // Inside a segment, dots are ordinary characters.
+    c.json("..").await.expect("`/files/...json` is a fine name");
+    assert_eq!(received(&server).await, 1);
+}
+
+#[tokio::test]
+async fn header_values_with_line_breaks_or_nul_are_refused_before_sending() {
+    let server = counting_server().await;
+    let c = files(&server);
+    for bad in ["abc\r\nX-Injected: yes", "abc\ndef", "abc\0def", "abc\rdef"] {
+        let err = c.upload(bad).await.expect_err("must refuse");
+        assert_eq!(err.kind(), ErrorKind::InvalidRequest);
+        let shown = err.to_string();
+        assert!(shown.contains("`x-checksum`"), "{shown}");
+        assert!(
+            !shown.contains("Injected"),
+            "the value is not echoed: {shown}"
+        );
+    }
+    assert_eq!(received(&server).await, 0);
+}
+
+#[tokio::test]
+async fn a_body_that_does_not_serialize_is_refused_before_sending() {
+    let server = counting_server().await;
+    let err = files(&server)
+        .upload_body(&Unserializable)
+        .await
+        .expect_err("must refuse");
+    assert_eq!(err.kind(), ErrorKind::InvalidRequest);
+    assert!(err.to_string().contains("Unserializable"), "{err}");
+    assert_eq!(received(&server).await, 0);
+}
+
+#[test]
+fn builder_errors_are_returned_by_build() {
+    let no_url = FilesClient::builder().build().err().map(|e| e.to_string());
+    let no_url = no_url.unwrap_or_default();
+    assert!(no_url.contains("no base URL"), "{no_url}");
+    assert!(no_url.contains("`files`"), "{no_url}");
+
+    let checks: [(courier::ClientBuilder<FilesClient>, &str); 6] = [
+        (
+            FilesClient::builder().base_url("not a url"),
+            "not a valid URL",
+        ),
+        (
+            FilesClient::builder().base_url("ftp://host"),
+            "http or https",
+        ),
+        (FilesClient::builder().base_url("http://host/?x=1"), "query"),
+        (
+            FilesClient::builder()
+                .base_url("http://host")
+                .default_header("X-Bad", "a\r\nb"),
+            "`x-bad`",
+        ),
+        (
+            FilesClient::builder()
+                .base_url("http://host")
+                .default_header("Bad Name", "v"),
+            "`Bad Name`",
+        ),
+        (
+            FilesClient::builder()
+                .base_url("http://host")
+                .http_client(reqwest::Client::new())
+                .connect_timeout(std::time::Duration::from_secs(1)),
+            "connect_timeout",
+        ),
+    ];
+    for (builder, needle) in checks {
+        let err = builder.build().expect_err(needle);
+        assert_eq!(err.kind(), ErrorKind::Builder);
+        assert!(err.is_builder());
+        assert!(err.to_string().contains(needle), "{err} lacks {needle}");
+    }
+}
+
+#[test]
+fn the_first_bad_setting_is_reported_even_if_later_ones_are_fine() {
+    let err = FilesClient::builder()
+        .base_url("::")
+        .base_url("http://fine")
+        .build()
+        .expect_err("first setting was bad");
+    assert!(err.to_string().contains("`::`"), "{err}");
+}
+
+#[tokio::test]
+async fn the_url_attribute_is_the_default_base_url_and_the_builder_wins() {
+    let built = DefaultedClient::builder()
+        .build()
+        .expect("url from attribute");
+    assert!(format!("{built:?}").contains("http://127.0.0.1:9"));
+    let server = counting_server().await;
+    let c = DefaultedClient::builder()
+        .base_url(server.uri())
+        .build()
+        .expect("valid");
+    c.root().await.expect("goes to the builder's URL");
+    assert_eq!(received(&server).await, 1);
+}
+
+#[tokio::test]
+async fn a_closed_port_is_a_connect_error() {
+    // Bind, learn the port, close: nothing listens there now.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let c = FilesClient::builder()
+        .base_url(format!("http://127.0.0.1:{port}"))
+        .build()
+        .expect("valid");
+    let err = c.get("x").await.expect_err("nobody listens");
+    assert!(err.is_connect(), "{err:?}");
+    assert_eq!(err.kind(), ErrorKind::Connect);
+    assert!(!err.is_status());
+    assert!(
+        err.to_string().starts_with("files#get (GET /files/x)"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn secrets_stay_out_of_debug_output() {
+    let server = counting_server().await;
+    let builder = FilesClient::builder()
+        .base_url(server.uri())
+        .default_header("Authorization", "Bearer hunter2")
+        .default_header("X-Api-Key", "hunter3");
+    assert!(!format!("{builder:?}").contains("hunter"));
+    let c = builder.build().expect("valid");
+    assert!(!format!("{c:?}").contains("hunter"), "{c:?}");
+    c.get("x").await.expect("sent");
+    let reqs = server.received_requests().await.unwrap_or_default();
+    assert_eq!(
+        reqs[0]
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok()),
+        Some("Bearer hunter2"),
+        "hidden from Debug, but sent"
+    );
+}
+
+#[tokio::test]
+async fn interceptors_change_requests_in_order_and_can_refuse_them() {
+    let server = counting_server().await;
+    let c = FilesClient::builder()
+        .base_url(server.uri())
+        .interceptor(
+            |req: &mut courier::Outgoing<'_>| -> Result<(), courier::BoxError> {
+                let tag = format!("{}#{}", req.service(), req.method_name());
+                req.set_header("x-call", tag)?;
+                req.set_header("x-order", "first")?;
+                Ok(())
+            },
+        )
+        .interceptor(
+            |req: &mut courier::Outgoing<'_>| -> Result<(), courier::BoxError> {
+                let previous = req
+                    .headers()
+                    .get("x-order")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("none")
+                    .to_owned();
+                req.set_header("x-order", format!("{previous},second"))?;
+                if req.url().path().ends_with("/forbidden") {
+                    return Err("forbidden by policy".into());
+                }
+                Ok(())
+            },
+        )
+        .build()
+        .expect("valid");
+
+    c.get("ok").await.expect("sent");
+    let reqs = server.received_requests().await.unwrap_or_default();
+    let h = |name: &str| {
+        reqs[0]
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    assert_eq!(h("x-call").as_deref(), Some("files#get"));
+    assert_eq!(h("x-order").as_deref(), Some("first,second"));
+
+    let err = c.get("forbidden").await.expect_err("refused");
+    assert_eq!(err.kind(), ErrorKind::Interceptor);
+    let source = std::error::Error::source(&err).map(ToString::to_string);
+    assert_eq!(source.as_deref(), Some("forbidden by policy"));
+    assert_eq!(
+        received(&server).await,
+        1,
+        "the refused request was not sent"
+    );
+}
+
+#[tokio::test]
+async fn an_interceptor_cannot_smuggle_a_line_break_into_a_header() {
+    let server = counting_server().await;
+    let c = FilesClient::builder()
+        .base_url(server.uri())
+        .interceptor(
+            |req: &mut courier::Outgoing<'_>| -> Result<(), courier::BoxError> {
+                req.set_header("x-trace", "a\r\nb")?;
+                Ok(())
+            },
+        )
+        .build()
+        .expect("valid");
+    let err = c.get("x").await.expect_err("refused");
+    assert_eq!(err.kind(), ErrorKind::Interceptor);
+    assert_eq!(received(&server).await, 0);
+}
