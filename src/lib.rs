@@ -148,6 +148,11 @@ pub use courier_macros::client;
 /// `#[courier::async_trait] impl Users for FakeUsers { … }`.
 pub use async_trait::async_trait;
 
+/// The README's examples, compiled as doctests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 /// What generated code uses. Not public API: it changes without notice.
 #[doc(hidden)]
 pub mod __private {

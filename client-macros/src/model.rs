@@ -419,7 +419,10 @@ impl MethodModel {
             Ok(pieces) => pieces,
             Err(message) => {
                 errors.at(&template, message);
-                Vec::new()
+                // Without the placeholders, checking the parameters against
+                // them would only add noise.
+                strip_param_attrs(&mut method.sig);
+                return None;
             }
         };
         let params = parse_params(&mut method.sig, &pieces, &template, errors);
@@ -622,14 +625,13 @@ fn check_prefix(lit: &LitStr, errors: &mut Errors) -> String {
 
 // ===== parameters =====
 
+/// Removes every attribute courier would read (or reject) from the
+/// parameters, for a method whose parameters are not checked further.
 fn strip_param_attrs(sig: &mut Signature) {
     for input in &mut sig.inputs {
         if let FnArg::Typed(pt) = input {
-            pt.attrs.retain(|a| {
-                attr_name(a).is_none_or(|n| {
-                    !matches!(n.as_str(), "query" | "header" | "body" | "form" | "path")
-                })
-            });
+            pt.attrs
+                .retain(|a| attr_name(a).is_none_or(|n| PASSTHROUGH.contains(&n.as_str())));
         }
     }
 }

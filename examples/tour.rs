@@ -1,0 +1,254 @@
+//! A tour of courier: starts a small user service in-process on 127.0.0.1
+//! and calls it through a client generated from a trait, printing what
+//! happens at each step.
+//!
+//! Run it with `cargo run --example tour`; it needs nothing else.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use courier::{Error, client};
+use serde::{Deserialize, Serialize};
+
+// ===== the client: all a calling service writes =====
+
+/// A user, as the user service returns it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct User {
+    /// The user's id.
+    pub id: u64,
+    /// The user's name.
+    pub name: String,
+}
+
+/// What creating a user takes.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct NewUser {
+    /// The new user's name.
+    pub name: String,
+}
+
+/// The user service's HTTP API, as seen by its callers.
+#[client(name = "user-service", path = "/api/v1")]
+pub trait Users {
+    /// One user by id.
+    #[get("/users/{id}")]
+    async fn get(&self, id: u64) -> Result<User, Error>;
+
+    /// Users whose name contains `name`, a page at a time.
+    #[get("/users")]
+    async fn find(
+        &self,
+        #[query] name: &str,
+        #[query("page")] page: Option<u32>,
+    ) -> Result<Vec<User>, Error>;
+
+    /// Creates a user; the key makes a repeated request harmless.
+    #[post("/users")]
+    async fn create(
+        &self,
+        #[body] user: &NewUser,
+        #[header("Idempotency-Key")] key: &str,
+    ) -> Result<User, Error>;
+
+    /// One user by id, or `None` when there is no such user (404).
+    #[get("/users/{id}")]
+    async fn lookup(&self, id: u64) -> Result<Option<User>, Error>;
+
+    /// The service's report, which fails today.
+    #[get("/report")]
+    async fn report(&self) -> Result<String, Error>;
+
+    /// An endpoint whose JSON does not match `User`.
+    #[get("/legacy/users/{id}")]
+    async fn legacy(&self, id: u64) -> Result<User, Error>;
+}
+
+// ===== the demo service (what the other team runs) =====
+
+#[derive(Default)]
+struct Db {
+    users: BTreeMap<u64, User>,
+    next_id: u64,
+}
+
+type Shared = Arc<Mutex<Db>>;
+
+async fn get_user(State(db): State<Shared>, Path(id): Path<u64>) -> impl IntoResponse {
+    let db = db.lock().unwrap_or_else(|e| e.into_inner());
+    match db.users.get(&id) {
+        Some(user) => Json(user.clone()).into_response(),
+        None => (StatusCode::NOT_FOUND, "no such user").into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct FindQuery {
+    name: String,
+    page: Option<u32>,
+}
+
+async fn find_users(State(db): State<Shared>, Query(q): Query<FindQuery>) -> Json<Vec<User>> {
+    let db = db.lock().unwrap_or_else(|e| e.into_inner());
+    let page = q.page.unwrap_or(1).max(1) as usize;
+    let found = db
+        .users
+        .values()
+        .filter(|u| u.name.to_lowercase().contains(&q.name.to_lowercase()))
+        .skip((page - 1) * 10)
+        .take(10)
+        .cloned()
+        .collect();
+    Json(found)
+}
+
+async fn create_user(
+    State(db): State<Shared>,
+    headers: HeaderMap,
+    Json(new): Json<NewUser>,
+) -> impl IntoResponse {
+    if !headers.contains_key("idempotency-key") {
+        return (StatusCode::BAD_REQUEST, "Idempotency-Key required").into_response();
+    }
+    let mut db = db.lock().unwrap_or_else(|e| e.into_inner());
+    db.next_id += 1;
+    let user = User {
+        id: db.next_id,
+        name: new.name,
+    };
+    db.users.insert(user.id, user.clone());
+    (StatusCode::CREATED, Json(user)).into_response()
+}
+
+async fn report() -> impl IntoResponse {
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "{\"error\":\"report database is down\"}",
+    )
+}
+
+async fn legacy_user(Path(id): Path<u64>) -> impl IntoResponse {
+    // An old endpoint: the id is a string and the name is called `login`.
+    (
+        [("content-type", "application/json")],
+        format!("{{\"id\":\"{id}\",\"login\":\"alice\"}}"),
+    )
+}
+
+async fn start_demo_service() -> std::io::Result<String> {
+    let mut db = Db::default();
+    for name in ["Alice", "Bob", "Alina"] {
+        db.next_id += 1;
+        let id = db.next_id;
+        db.users.insert(
+            id,
+            User {
+                id,
+                name: name.into(),
+            },
+        );
+    }
+    let app = axum::Router::new()
+        .route("/api/v1/users/{id}", get(get_user))
+        .route("/api/v1/users", get(find_users).post(create_user))
+        .route("/api/v1/report", get(report))
+        .route("/api/v1/legacy/users/{id}", get(legacy_user))
+        .with_state(Arc::new(Mutex::new(db)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            eprintln!("demo service stopped: {e}");
+        }
+    });
+    Ok(format!("http://{addr}"))
+}
+
+// ===== the tour =====
+
+fn step(title: &str) {
+    println!("\n== {title}");
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let base_url = start_demo_service().await?;
+    println!("demo user service listening on {base_url}");
+
+    let users = UsersClient::builder()
+        .base_url(&base_url)
+        .default_header("X-Caller", "tour")
+        .build()?;
+
+    step("a typed GET: users.get(1)");
+    let alice = users.get(1).await?;
+    println!("-> {alice:?}");
+
+    step("a query: users.find(\"al\", Some(1))  ->  GET /api/v1/users?name=al&page=1");
+    let found = users.find("al", Some(1)).await?;
+    println!("-> {} users: {found:?}", found.len());
+
+    step("a POST with a JSON body and a header: users.create(&NewUser { .. }, \"key-1\")");
+    let carol = users
+        .create(
+            &NewUser {
+                name: "Carol".into(),
+            },
+            "key-1",
+        )
+        .await?;
+    println!("-> created {carol:?}");
+
+    step("a 404 read as None: users.lookup(404)");
+    let nobody = users.lookup(404).await?;
+    println!("-> {nobody:?}");
+
+    step("a status error: users.report()");
+    match users.report().await {
+        Ok(text) => println!("-> unexpected success: {text}"),
+        Err(e) => {
+            println!("-> error: {e}");
+            println!(
+                "   kind {:?}, status {:?}, body {:?}",
+                e.kind(),
+                e.status(),
+                e.body_snippet().unwrap_or("")
+            );
+        }
+    }
+
+    step("a decode error: users.legacy(1) returns JSON that is not a User");
+    match users.legacy(1).await {
+        Ok(user) => println!("-> unexpected success: {user:?}"),
+        Err(e) => {
+            println!("-> error: {e}");
+            println!("   body {:?}", e.body_snippet().unwrap_or(""));
+        }
+    }
+
+    step("bad input is refused before anything is sent: a header value with CR LF");
+    match users
+        .create(
+            &NewUser {
+                name: "Mallory".into(),
+            },
+            "key\r\nX-Admin: true",
+        )
+        .await
+    {
+        Ok(user) => println!("-> unexpected success: {user:?}"),
+        Err(e) => println!("-> error: {e}"),
+    }
+
+    step("the trait is dyn-compatible: Arc<dyn Users>");
+    let api: Arc<dyn Users> = Arc::new(users.clone());
+    println!("-> via dyn: {:?}", api.get(2).await?);
+
+    println!("\ntour finished");
+    Ok(())
+}
