@@ -252,8 +252,10 @@ async fn status_errors_name_the_call_but_not_the_query() {
     let shown = err.to_string();
     assert_eq!(
         shown,
-        "user-service#list (GET /list): unsuccessful status: service answered 503 Service Unavailable"
+        "user-service#list (GET /list): unsuccessful status: service answered 503 \
+         Service Unavailable (after 3 attempts)"
     );
+    assert_eq!(err.attempts(), 3, "503 on a GET is retried by default");
     assert!(!format!("{err:?}").contains("s3cr3t"));
 }
 

@@ -1,5 +1,7 @@
 //! [`ClientBuilder`]: where a generated client gets its base URL, its HTTP
-//! client, its default headers and interceptors.
+//! client, its default headers and interceptors, its config overrides, retry
+//! budget, fallback and event callback. `build()` resolves every method's
+//! policy once (see [`crate::policy`]).
 //!
 //! As in `reqwest::ClientBuilder`, a setter that receives a bad value records
 //! the problem and [`build`](ClientBuilder::build) returns it, so setter
@@ -13,11 +15,18 @@ use std::time::Duration;
 use http::HeaderMap;
 use http::header::HeaderName;
 
-use crate::Error;
-use crate::call::{ClientSpec, Runtime, Shared};
+use crate::call::{ClientSpec, IntoFallback, MethodRuntime, Runtime, Shared};
+use crate::config::{ClientConfig, Config};
 use crate::interceptor::Interceptor;
+use crate::observe::{Event, EventSink};
+use crate::policy::budget::RetryBudget;
+use crate::policy::bulkhead::Bulkhead;
+use crate::policy::circuit::CircuitBreaker;
+use crate::policy::fallback::Fallback;
+use crate::policy::{MethodPolicy, Overrides, defaults};
 use crate::request::header_value;
 use crate::url::normalize_base_url;
+use crate::{Error, ErrorKind};
 
 /// The default limit on a response body: 16 MiB.
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
@@ -43,13 +52,17 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// # Ok(()) }
 /// ```
 #[must_use = "a builder does nothing until `build()` is called"]
-pub struct ClientBuilder<C> {
+pub struct ClientBuilder<C: ClientSpec> {
     base_url: Option<String>,
     http_client: Option<reqwest::Client>,
     default_headers: HeaderMap,
     connect_timeout: Option<Duration>,
     max_response_bytes: usize,
     interceptors: Vec<Arc<dyn Interceptor>>,
+    config: Option<(String, ClientConfig)>,
+    budget: Option<(f32, u32)>,
+    fallback: Option<Fallback<C::Api>>,
+    events: EventSink,
     error: Option<Error>,
     _client: PhantomData<fn() -> C>,
 }
@@ -71,6 +84,10 @@ impl<C: ClientSpec> ClientBuilder<C> {
             connect_timeout: None,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             interceptors: Vec::new(),
+            config: None,
+            budget: Some((defaults::BUDGET_RATIO, defaults::BUDGET_MIN_PER_SEC)),
+            fallback: None,
+            events: EventSink::none(),
             error: None,
             _client: PhantomData,
         }
@@ -161,17 +178,146 @@ impl<C: ClientSpec> ClientBuilder<C> {
         self
     }
 
+    /// Policy overrides from a config file or string: this client's section
+    /// (`[clients.<name>]`, by the trait's `name`) and its methods' sections
+    /// take precedence over the attributes, as described in
+    /// [`crate::policy`]. Sections of other clients are ignored. `build()`
+    /// fails if the section names a method the trait does not have.
+    ///
+    /// Default is no config.
+    pub fn config(mut self, config: &Config) -> Self {
+        self.config = config
+            .client(C::DEF.name)
+            .map(|section| (config.source().to_owned(), section.clone()));
+        self
+    }
+
+    /// The client's retry budget: retries (and hedges) may add at most
+    /// `ratio` (0.2 = 20 %) to the calls of the last 10 s, with at least
+    /// `min_per_sec` retries per second always allowed. One budget serves
+    /// all methods of the built client and its clones. See
+    /// [`crate::policy::budget`].
+    ///
+    /// Default is 20 % with 10 retries per second (Finagle's).
+    pub fn retry_budget(mut self, ratio: f32, min_per_sec: u32) -> Self {
+        if !(ratio.is_finite() && ratio >= 0.0) {
+            self.fail(Error::builder(format!(
+                "retry budget ratio must be a number 0 or above, not {ratio}"
+            )));
+        }
+        self.budget = Some((ratio, min_per_sec));
+        self
+    }
+
+    /// Turns the retry budget off: every retryable failure is retried up to
+    /// `max_attempts`, however many fail at once. Only for tests, or behind
+    /// a limit of your own.
+    ///
+    /// Default is a budget (see [`retry_budget`](Self::retry_budget)).
+    pub fn no_retry_budget(mut self) -> Self {
+        self.budget = None;
+        self
+    }
+
+    /// A fallback: any implementation of the client trait. When a call fails
+    /// because the service failed or is protected (timeout, connect error,
+    /// 5xx, open circuit, full bulkhead, exhausted budget), the fallback's
+    /// same method is called with the same arguments and its result
+    /// returned. Never for 4xx or decode errors.
+    ///
+    /// Default is none.
+    pub fn fallback<F>(mut self, fallback: F) -> Self
+    where
+        C: IntoFallback<F>,
+    {
+        self.fallback = Some(Fallback::Instance(C::into_api(fallback)));
+        self
+    }
+
+    /// Like [`fallback`](Self::fallback), but the fallback is made for each
+    /// failure by `make`, which sees the cause.
+    ///
+    /// Default is none.
+    pub fn fallback_factory<F, R>(mut self, make: F) -> Self
+    where
+        F: Fn(&Error) -> R + Send + Sync + 'static,
+        C: IntoFallback<R>,
+    {
+        self.fallback = Some(Fallback::Factory(Arc::new(move |cause: &Error| {
+            C::into_api(make(cause))
+        })));
+        self
+    }
+
+    /// A callback for the client's [`Event`]s: circuit-breaker state changes
+    /// and fallbacks taking over. It runs on the calling task, so keep it
+    /// short (send to a channel, bump a metric).
+    ///
+    /// Default is none.
+    pub fn on_event(
+        mut self,
+        callback: impl for<'e> Fn(&Event<'e>) + Send + Sync + 'static,
+    ) -> Self {
+        self.events = EventSink::new(callback);
+        self
+    }
+
+    /// Resolves each method's policy and creates its breaker and bulkhead.
+    fn methods(&self) -> Result<Box<[MethodRuntime]>, Error> {
+        let def = C::DEF;
+        let none = Overrides::NONE;
+        let (source, section) = match &self.config {
+            Some((source, section)) => (source.as_str(), Some(section)),
+            None => ("", None),
+        };
+        if let Some(section) = section
+            && let Some(unknown) = section
+                .methods
+                .keys()
+                .find(|name| !def.methods.iter().any(|m| m.name == name.as_str()))
+        {
+            let known: Vec<_> = def.methods.iter().map(|m| m.name).collect();
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!(
+                    "{source}: `clients.{}.methods.{unknown}`: the client has no method \
+                     `{unknown}` (it has {})",
+                    def.name,
+                    known.join(", ")
+                ),
+            ));
+        }
+        let client_level = section.map_or(&none, |s| &s.overrides);
+        let methods = def.methods.iter().map(|m| {
+            let method_level = section.and_then(|s| s.methods.get(m.name)).unwrap_or(&none);
+            let policy =
+                MethodPolicy::resolve(m, &[method_level, &m.policy, client_level, &def.policy]);
+            MethodRuntime {
+                def: m,
+                verb: m.verb.to_method(),
+                breaker: policy.circuit.map(|c| {
+                    CircuitBreaker::new(format!("{}#{}", def.name, m.name), c, self.events.clone())
+                }),
+                bulkhead: policy.bulkhead.map(Bulkhead::new),
+                policy,
+            }
+        });
+        Ok(methods.collect())
+    }
+
     /// Builds the client.
     ///
     /// # Errors
     /// The first bad setting given to this builder, or a missing base URL, or
-    /// a failure to create the HTTP client; all of kind
-    /// [`ErrorKind::Builder`](crate::ErrorKind::Builder).
+    /// a failure to create the HTTP client (all of kind
+    /// [`ErrorKind::Builder`]); a config section naming a method the trait
+    /// lacks ([`ErrorKind::Config`]).
     pub fn build(self) -> Result<C, Error> {
         if let Some(e) = self.error {
             return Err(e);
         }
         let def = C::DEF;
+        let methods = self.methods()?;
         let base = match (self.base_url, def.url) {
             (Some(url), _) => url,
             (None, Some(url)) => normalize_base_url(url)?,
@@ -204,12 +350,20 @@ impl<C: ClientSpec> ClientBuilder<C> {
             default_headers: self.default_headers,
             interceptors: self.interceptors.into_boxed_slice(),
             max_response_bytes: self.max_response_bytes,
+            budget: self
+                .budget
+                .map(|(ratio, min)| RetryBudget::new(ratio, min, defaults::BUDGET_WINDOW)),
+            events: self.events,
         };
-        Ok(C::from_runtime(Runtime::new(shared)))
+        Ok(C::from_runtime(Runtime::new(
+            shared,
+            methods,
+            self.fallback,
+        )))
     }
 }
 
-impl<C> fmt::Debug for ClientBuilder<C> {
+impl<C: ClientSpec> fmt::Debug for ClientBuilder<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientBuilder")
             .field("base_url", &self.base_url)
@@ -217,6 +371,9 @@ impl<C> fmt::Debug for ClientBuilder<C> {
             .field("connect_timeout", &self.connect_timeout)
             .field("max_response_bytes", &self.max_response_bytes)
             .field("interceptors", &self.interceptors.len())
+            .field("config", &self.config.as_ref().map(|(source, _)| source))
+            .field("retry_budget", &self.budget)
+            .field("fallback", &self.fallback)
             .field("error", &self.error)
             .finish_non_exhaustive()
     }

@@ -1,26 +1,52 @@
 //! The call pipeline: one method call, from its [`RequestParts`] to its
-//! decoded result.
+//! decoded result, through the method's policies.
 //!
-//! A built client holds one [`Runtime`]: the shared transport settings and,
-//! for each trait method, a [`MethodRuntime`] resolved at build time.
-//! Generated code reaches its method's runtime by index ([`Runtime::method`]),
-//! so a call does no map lookup and takes no lock.
+//! A built client holds one [`Runtime`]: the shared transport settings, the
+//! retry budget, the fallback, and for each trait method a [`MethodRuntime`]
+//! whose policy was resolved at build time, with its own breaker and
+//! bulkhead. Generated code reaches its method's runtime by index
+//! ([`Runtime::method`]), so a call does no map lookup and takes no lock.
 //!
-//! One attempt, in order: join the base URL and the path, copy the call's
-//! headers and the client's default headers, run the interceptors, send
-//! through reqwest, read the body up to the size limit, then either decode it
-//! or turn the status into an error that carries a snippet of the body.
+//! Outer to inner, as in the design:
+//!
+//! ```text
+//! fallback   generated code: on an eligible error, the fallback's same method
+//! deadline   `timeout` bounds every wait below: attempts, back-off, bulkhead
+//! retry      back-off with full jitter, Retry-After, idempotency, budget
+//! hedge      (idempotent methods, when enabled) extra attempts after a delay
+//! circuit    per method; open → fail at once, no I/O
+//! bulkhead   per method concurrency limit
+//! attempt    per-attempt timeout, interceptors, transport, body limit, decode
+//! ```
+//!
+//! The deadline is not a timer around the whole call but a limit passed
+//! down: every await in the pipeline ends by it. So the caller never waits
+//! longer than `timeout`, and the error still says which attempt was cut
+//! short and how many were made.
 
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
-use http::header::{ACCEPT, HeaderValue};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use http::header::{ACCEPT, HeaderValue, RETRY_AFTER};
 use http::{HeaderMap, Method, StatusCode};
+use tokio::time::Instant;
 
 use crate::codec::Decode;
 use crate::interceptor::{Interceptor, Outgoing};
+use crate::observe::{Event, EventSink};
+use crate::policy::budget::RetryBudget;
+use crate::policy::bulkhead::Bulkhead;
+use crate::policy::circuit::{CircuitBreaker, CircuitState};
+use crate::policy::classify::{is_retryable, outcome};
+use crate::policy::fallback::Fallback;
+use crate::policy::retry::{backoff, parse_retry_after};
+use crate::policy::{HedgePolicy, MethodPolicy};
 use crate::request::{ClientDef, MethodDef, RequestParts};
 use crate::{Error, ErrorKind};
 
@@ -41,6 +67,21 @@ pub trait ClientSpec: Sized + Send + Sync + 'static {
 
     /// Wraps a built runtime into the client type.
     fn from_runtime(runtime: Runtime<Self>) -> Self;
+
+    /// The client's runtime.
+    fn runtime(&self) -> &Runtime<Self>;
+}
+
+/// Turns a value implementing the client trait into the trait object a
+/// client keeps as its fallback. Generated for every client trait.
+#[diagnostic::on_unimplemented(
+    message = "`{F}` cannot be the fallback of `{Self}`",
+    note = "a fallback implements the client trait itself: \
+            `#[courier::async_trait] impl YourTrait for {F} {{ … }}`"
+)]
+pub trait IntoFallback<F>: ClientSpec {
+    /// Boxes `fallback` as the client trait's object.
+    fn into_api(fallback: F) -> Arc<Self::Api>;
 }
 
 /// Settings every method of a client shares.
@@ -52,37 +93,45 @@ pub(crate) struct Shared {
     pub(crate) default_headers: HeaderMap,
     pub(crate) interceptors: Box<[Arc<dyn Interceptor>]>,
     pub(crate) max_response_bytes: usize,
+    pub(crate) budget: Option<RetryBudget>,
+    pub(crate) events: EventSink,
 }
 
 /// One method's runtime, resolved when the client is built.
 pub(crate) struct MethodRuntime {
     pub(crate) def: &'static MethodDef,
     pub(crate) verb: Method,
+    pub(crate) policy: MethodPolicy,
+    pub(crate) breaker: Option<CircuitBreaker>,
+    pub(crate) bulkhead: Option<Bulkhead>,
 }
 
-struct RuntimeInner {
+struct RuntimeInner<C: ClientSpec> {
     shared: Shared,
     methods: Box<[MethodRuntime]>,
+    fallback: Option<Fallback<C::Api>>,
 }
 
-/// The runtime state of a built client, shared by its clones.
-pub struct Runtime<C> {
-    inner: Arc<RuntimeInner>,
+/// The runtime state of a built client, shared by its clones: transport,
+/// per-method policies with their breakers and bulkheads, the retry budget
+/// and the fallback.
+pub struct Runtime<C: ClientSpec> {
+    inner: Arc<RuntimeInner<C>>,
     _client: PhantomData<fn() -> C>,
 }
 
 impl<C: ClientSpec> Runtime<C> {
-    pub(crate) fn new(shared: Shared) -> Self {
-        let methods = C::DEF
-            .methods
-            .iter()
-            .map(|def| MethodRuntime {
-                def,
-                verb: def.verb.to_method(),
-            })
-            .collect();
+    pub(crate) fn new(
+        shared: Shared,
+        methods: Box<[MethodRuntime]>,
+        fallback: Option<Fallback<C::Api>>,
+    ) -> Self {
         Runtime {
-            inner: Arc::new(RuntimeInner { shared, methods }),
+            inner: Arc::new(RuntimeInner {
+                shared,
+                methods,
+                fallback,
+            }),
             _client: PhantomData,
         }
     }
@@ -101,13 +150,53 @@ impl<C: ClientSpec> Runtime<C> {
         }
     }
 
+    /// The fallback to call for the method at `index`, which failed with
+    /// `cause`: `None` when there is no fallback or the cause is not one a
+    /// fallback may hide.
+    #[doc(hidden)]
+    pub fn fallback_for(&self, index: usize, cause: &Error) -> Option<Arc<C::Api>> {
+        let api = self.inner.fallback.as_ref()?.for_error(cause)?;
+        let shared = &self.inner.shared;
+        shared.events.emit(&Event::FallbackUsed {
+            service: shared.service,
+            method: self.inner.methods[index].def.name,
+            cause: cause.kind(),
+        });
+        Some(api)
+    }
+
     /// The base URL calls go to.
     pub fn base_url(&self) -> &str {
         &self.inner.shared.base
     }
+
+    fn find(&self, method: &str) -> Option<&MethodRuntime> {
+        self.inner.methods.iter().find(|m| m.def.name == method)
+    }
+
+    /// The resolved policy of a method, by its name in the trait.
+    pub fn method_policy(&self, method: &str) -> Option<&MethodPolicy> {
+        self.find(method).map(|m| &m.policy)
+    }
+
+    /// The state of a method's circuit breaker, read without changing it;
+    /// `None` for an unknown method or a disabled breaker.
+    pub fn circuit_state(&self, method: &str) -> Option<CircuitState> {
+        self.find(method)?
+            .breaker
+            .as_ref()
+            .map(CircuitBreaker::state)
+    }
+
+    /// Retries the client's budget would allow right now; `None` without a
+    /// budget.
+    pub fn retry_budget_remaining(&self) -> Option<u64> {
+        let budget = self.inner.shared.budget.as_ref()?;
+        Some(budget.remaining(Instant::now()))
+    }
 }
 
-impl<C> Clone for Runtime<C> {
+impl<C: ClientSpec> Clone for Runtime<C> {
     fn clone(&self) -> Self {
         Runtime {
             inner: Arc::clone(&self.inner),
@@ -116,18 +205,65 @@ impl<C> Clone for Runtime<C> {
     }
 }
 
-impl<C> fmt::Debug for Runtime<C> {
+impl<C: ClientSpec> fmt::Debug for Runtime<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let shared = &self.inner.shared;
+        let methods: Vec<_> = self.inner.methods.iter().map(|m| m.def.name).collect();
         f.debug_struct("Client")
             .field("service", &shared.service)
             .field("base_url", &shared.base)
+            .field("methods", &methods)
             .field("default_headers", &shared.default_headers)
             .field("interceptors", &shared.interceptors.len())
             .field("max_response_bytes", &shared.max_response_bytes)
+            .field("retry_budget", &shared.budget)
+            .field("fallback", &self.inner.fallback)
             .finish_non_exhaustive()
     }
 }
+
+/// Reading a client's state: the resolved policy and breaker state of each
+/// method, the retry budget. Implemented by every generated client.
+///
+/// ```no_run
+/// use courier::Inspect;
+/// # #[courier::client(name = "user-service")]
+/// # pub trait Users {
+/// #     #[get("/users/{id}")]
+/// #     async fn get(&self, id: u64) -> Result<(), courier::Error>;
+/// # }
+/// # fn demo(users: &UsersClient) {
+/// if users.circuit_state("get") == Some(courier::CircuitState::Open) {
+///     eprintln!("user-service#get is open");
+/// }
+/// # }
+/// ```
+pub trait Inspect {
+    /// The resolved policy of a method, by its name in the trait.
+    fn method_policy(&self, method: &str) -> Option<&MethodPolicy>;
+
+    /// The state of a method's circuit breaker, read without changing it.
+    fn circuit_state(&self, method: &str) -> Option<CircuitState>;
+
+    /// Retries the client's budget would allow right now.
+    fn retry_budget_remaining(&self) -> Option<u64>;
+}
+
+impl<C: ClientSpec> Inspect for C {
+    fn method_policy(&self, method: &str) -> Option<&MethodPolicy> {
+        self.runtime().method_policy(method)
+    }
+
+    fn circuit_state(&self, method: &str) -> Option<CircuitState> {
+        self.runtime().circuit_state(method)
+    }
+
+    fn retry_budget_remaining(&self) -> Option<u64> {
+        self.runtime().retry_budget_remaining()
+    }
+}
+
+// ===== one call =====
 
 /// One call of one method: what generated code drives.
 #[doc(hidden)]
@@ -143,15 +279,23 @@ impl MethodCall<'_> {
         RequestParts::with_capacity(self.method.def.path.len() + 16)
     }
 
-    /// Sends the request and decodes the answer with `D`.
+    /// Runs the request through the method's policies and decodes the
+    /// answer with `D`.
     ///
     /// # Errors
-    /// Any failure, with this call's service, method, verb and path attached.
+    /// The call's failure, with its service, method, verb, path and attempt
+    /// count attached.
     pub async fn send<D: Decode>(&self, parts: RequestParts) -> Result<D::Output, Error> {
-        match self.attempt::<D>(&parts).await {
-            Ok(value) => Ok(value),
-            Err(e) => Err(self.locate(e, &parts)),
+        let start = Instant::now();
+        if let Some(budget) = &self.shared.budget {
+            budget.deposit(start);
         }
+        let attempts = AtomicU32::new(0);
+        let result = self.run::<D>(&parts, start, &attempts).await;
+        result.map_err(|e| {
+            self.locate(e, &parts)
+                .with_attempts(attempts.load(Ordering::Relaxed))
+        })
     }
 
     /// Attaches this call's whereabouts to an error (for errors raised while
@@ -166,6 +310,147 @@ impl MethodCall<'_> {
         )
     }
 
+    /// The retry loop, bounded by the deadline.
+    async fn run<D: Decode>(
+        &self,
+        parts: &RequestParts,
+        start: Instant,
+        attempts: &AtomicU32,
+    ) -> Result<D::Output, Error> {
+        let policy = &self.method.policy;
+        let deadline = start + policy.timeout;
+        let mut now = start;
+        loop {
+            let result = match &policy.hedge {
+                None => self.guarded::<D>(parts, now, deadline, attempts).await,
+                Some(hedge) => self.hedged::<D>(parts, hedge, deadline, attempts).await,
+            };
+            let error = match result {
+                Ok(value) => return Ok(value),
+                Err(error) => error,
+            };
+            let Some(retry) = &policy.retry else {
+                return Err(error);
+            };
+            let made = attempts.load(Ordering::Relaxed);
+            if made >= retry.max_attempts || !is_retryable(&error, policy.idempotent, &retry.on) {
+                return Err(error);
+            }
+            now = Instant::now();
+            let wait = error.retry_after().unwrap_or_else(|| backoff(retry, made));
+            if now + wait >= deadline {
+                // The wait would outlast the call: end now, with the real
+                // cause, instead of sleeping into a timeout.
+                return Err(error);
+            }
+            if let Some(budget) = &self.shared.budget
+                && !budget.withdraw(now)
+            {
+                return Err(error.with_budget_exhausted());
+            }
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+                now = Instant::now();
+            }
+        }
+    }
+
+    /// Races the first attempt against hedges sent every `delay` while no
+    /// answer has come; the first success, or the first answer that is not
+    /// worth waiting past (a 4xx, say), wins and drops the others.
+    async fn hedged<D: Decode>(
+        &self,
+        parts: &RequestParts,
+        hedge: &HedgePolicy,
+        deadline: Instant,
+        attempts: &AtomicU32,
+    ) -> Result<D::Output, Error> {
+        let policy = &self.method.policy;
+        let on = policy.retry.map(|r| r.on).unwrap_or_default();
+        let mut racing = FuturesUnordered::new();
+        let now = Instant::now();
+        racing.push(self.guarded::<D>(parts, now, deadline, attempts));
+        let mut extra = 0;
+        let mut next_hedge = now + hedge.delay;
+        let mut last_error = None;
+        loop {
+            let can_hedge = extra < hedge.max_extra && next_hedge < deadline;
+            tokio::select! {
+                finished = racing.next() => match finished {
+                    Some(Ok(value)) => return Ok(value),
+                    Some(Err(e)) if racing.is_empty() || !is_retryable(&e, true, &on) => {
+                        return Err(e);
+                    }
+                    Some(Err(e)) => last_error = Some(e),
+                    None => {
+                        return Err(last_error.unwrap_or_else(|| {
+                            Error::new(ErrorKind::Timeout, "no attempt finished")
+                        }));
+                    }
+                },
+                () = tokio::time::sleep_until(next_hedge), if can_hedge => {
+                    let now = Instant::now();
+                    let allowed = self.shared.budget.as_ref().is_none_or(|b| b.withdraw(now));
+                    if allowed {
+                        racing.push(self.guarded::<D>(parts, now, deadline, attempts));
+                        extra += 1;
+                        next_hedge = now + hedge.delay;
+                    } else {
+                        extra = hedge.max_extra; // budget spent: no more hedges
+                    }
+                }
+            }
+        }
+    }
+
+    /// One attempt through the breaker and the bulkhead, bounded by the
+    /// attempt timeout and the deadline.
+    async fn guarded<D: Decode>(
+        &self,
+        parts: &RequestParts,
+        now: Instant,
+        deadline: Instant,
+        attempts: &AtomicU32,
+    ) -> Result<D::Output, Error> {
+        let method = self.method;
+        let permit = match &method.breaker {
+            Some(breaker) => Some(breaker.admit(now)?),
+            None => None,
+        };
+        let _slot = match &method.bulkhead {
+            Some(bulkhead) => Some(bulkhead.enter(deadline).await?),
+            None => None,
+        };
+        attempts.fetch_add(1, Ordering::Relaxed);
+        let attempt_timeout = method.policy.retry.and_then(|r| r.attempt_timeout);
+        let limit = match attempt_timeout {
+            Some(t) => deadline.min(now + t),
+            None => deadline,
+        };
+        let result = match tokio::time::timeout_at(limit, self.attempt::<D>(parts)).await {
+            Ok(result) => result,
+            Err(_) => Err(self.timeout_error(limit == deadline, attempt_timeout)),
+        };
+        if let Some(permit) = permit {
+            let end = Instant::now();
+            permit.record(outcome(&result), end.saturating_duration_since(now), end);
+        }
+        result
+    }
+
+    #[cold]
+    fn timeout_error(&self, whole_call: bool, attempt_timeout: Option<Duration>) -> Error {
+        let message = match (whole_call, attempt_timeout) {
+            (false, Some(t)) => format!("no answer within the attempt timeout of {t:?}"),
+            _ => format!(
+                "the call's timeout of {:?} elapsed",
+                self.method.policy.timeout
+            ),
+        };
+        Error::new(ErrorKind::Timeout, message)
+    }
+
+    /// Sends once and decodes.
     async fn attempt<D: Decode>(&self, parts: &RequestParts) -> Result<D::Output, Error> {
         let shared = self.shared;
         let request = self.build_request::<D>(parts)?;
@@ -183,7 +468,10 @@ impl MethodCall<'_> {
             D::decode(status, &mut headers, &body)
                 .map_err(|e| e.with_status(status).with_snippet(&body))
         } else {
-            Err(status_error(status, &body))
+            let retry_after = headers
+                .get(RETRY_AFTER)
+                .and_then(|v| parse_retry_after(v, SystemTime::now()));
+            Err(status_error(status, &body).with_retry_after(retry_after))
         }
     }
 

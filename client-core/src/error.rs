@@ -10,6 +10,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::time::Duration;
 
 use http::{Method, StatusCode};
 
@@ -48,6 +49,13 @@ pub enum ErrorKind {
     Body,
     /// The response body could not be decoded into the method's return type.
     Decode,
+    /// The method's circuit breaker is open: the call failed at once, without
+    /// any I/O.
+    CircuitOpen,
+    /// The method's bulkhead was full: too many calls of it were in flight.
+    BulkheadFull,
+    /// The configuration file or string is malformed.
+    Config,
 }
 
 impl ErrorKind {
@@ -62,6 +70,9 @@ impl ErrorKind {
             ErrorKind::Status => "unsuccessful status",
             ErrorKind::Body => "could not read the response body",
             ErrorKind::Decode => "could not decode the response body",
+            ErrorKind::CircuitOpen => "circuit breaker is open",
+            ErrorKind::BulkheadFull => "bulkhead is full",
+            ErrorKind::Config => "invalid configuration",
         }
     }
 }
@@ -94,6 +105,11 @@ struct Inner {
     message: Cow<'static, str>,
     snippet: Option<Box<str>>,
     source: Option<BoxError>,
+    /// Attempts made before the call ended (0 when none was sent).
+    attempts: u32,
+    budget_exhausted: bool,
+    /// A `Retry-After` the service sent with this error.
+    retry_after: Option<Duration>,
 }
 
 /// Where a call error happened: filled in by the call pipeline.
@@ -116,6 +132,9 @@ impl Error {
                 message: message.into(),
                 snippet: None,
                 source: None,
+                attempts: 0,
+                budget_exhausted: false,
+                retry_after: None,
             }),
         }
     }
@@ -143,6 +162,25 @@ impl Error {
             self.inner.snippet = Some(snippet(body).into());
         }
         self
+    }
+
+    pub(crate) fn with_attempts(mut self, attempts: u32) -> Self {
+        self.inner.attempts = attempts;
+        self
+    }
+
+    pub(crate) fn with_budget_exhausted(mut self) -> Self {
+        self.inner.budget_exhausted = true;
+        self
+    }
+
+    pub(crate) fn with_retry_after(mut self, after: Option<Duration>) -> Self {
+        self.inner.retry_after = after;
+        self
+    }
+
+    pub(crate) fn retry_after(&self) -> Option<Duration> {
+        self.inner.retry_after
     }
 
     pub(crate) fn at(
@@ -227,6 +265,29 @@ impl Error {
         self.inner.kind == ErrorKind::InvalidRequest
     }
 
+    /// True if the method's circuit breaker was open, so the call failed
+    /// without any I/O.
+    pub fn is_circuit_open(&self) -> bool {
+        self.chain_any(|e| e.kind() == ErrorKind::CircuitOpen, |_| false)
+    }
+
+    /// True if the method's bulkhead was full.
+    pub fn is_bulkhead_full(&self) -> bool {
+        self.chain_any(|e| e.kind() == ErrorKind::BulkheadFull, |_| false)
+    }
+
+    /// True if the call stopped retrying because the client's retry budget
+    /// was spent; the error is otherwise the last attempt's.
+    pub fn is_budget_exhausted(&self) -> bool {
+        self.inner.budget_exhausted
+    }
+
+    /// How many attempts were sent before the call ended (0 if it failed
+    /// before sending, e.g. on an open circuit or an invalid argument).
+    pub fn attempts(&self) -> u32 {
+        self.inner.attempts
+    }
+
     /// True if this error came from `build()`.
     pub fn is_builder(&self) -> bool {
         self.inner.kind == ErrorKind::Builder
@@ -260,6 +321,8 @@ impl Error {
 fn is_io_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
     e.downcast_ref::<std::io::Error>()
         .is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut)
+        || e.downcast_ref::<reqwest::Error>()
+            .is_some_and(reqwest::Error::is_timeout)
 }
 
 /// The first [`SNIPPET_BYTES`] of `body` as text, cut at a char boundary.
@@ -295,6 +358,11 @@ impl fmt::Display for Error {
         if !inner.message.is_empty() {
             write!(f, ": {}", inner.message)?;
         }
+        match (inner.attempts, inner.budget_exhausted) {
+            (0 | 1, false) => {}
+            (n, false) => write!(f, " (after {n} attempts)")?,
+            (n, true) => write!(f, " (after {n} attempts; retry budget exhausted)")?,
+        }
         Ok(())
     }
 }
@@ -312,6 +380,12 @@ impl fmt::Debug for Error {
         }
         if let Some(status) = inner.status {
             d.field("status", &status);
+        }
+        if inner.attempts > 0 {
+            d.field("attempts", &inner.attempts);
+        }
+        if inner.budget_exhausted {
+            d.field("budget_exhausted", &true);
         }
         if !inner.message.is_empty() {
             d.field("message", &inner.message);

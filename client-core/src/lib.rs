@@ -6,14 +6,18 @@
 //!
 //! Module map (one concern each):
 //!
-//! - [`builder`]: `ClientBuilder`, the settings of a client.
-//! - [`request`]: the static description of a client and the request each
+//! - [`builder`] – `ClientBuilder`, the settings of a client.
+//! - [`request`] – the static description of a client and the request each
 //!   call assembles.
-//! - `url`: percent-encoding, the only place that does it.
-//! - [`codec`]: turning a response into the return type.
-//! - `call`: the call pipeline.
-//! - [`interceptor`]: hooks on every outgoing request.
-//! - `error`: `Error` and `ErrorKind`.
+//! - `url` – percent-encoding, the only place that does it.
+//! - [`codec`] – turning a response into the return type.
+//! - `call` – the call pipeline, outer to inner.
+//! - [`policy`] – timeout, retry and its budget, circuit breaker, bulkhead,
+//!   hedging, fallback; how their settings resolve.
+//! - [`config`] – policy overrides from TOML.
+//! - [`observe`] – events.
+//! - [`interceptor`] – hooks on every outgoing request.
+//! - `error` – `Error` and `ErrorKind`.
 
 // Library code never unwraps: input and the network must not panic it.
 #![warn(clippy::unwrap_used, clippy::expect_used)]
@@ -21,23 +25,36 @@
 pub mod builder;
 mod call;
 pub mod codec;
+pub mod config;
 mod error;
 pub mod interceptor;
+pub mod observe;
+pub mod policy;
 pub mod request;
 mod url;
 
 pub use builder::ClientBuilder;
+pub use call::Inspect;
 pub use codec::Response;
+pub use config::Config;
 pub use error::{BoxError, Error, ErrorKind};
 pub use interceptor::{Interceptor, Outgoing};
+pub use observe::Event;
+pub use policy::MethodPolicy;
+pub use policy::circuit::CircuitState;
 
 /// What generated code uses. Not public API: it changes without notice.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::call::{ClientSpec, MethodCall, Runtime};
+    pub use crate::call::{ClientSpec, IntoFallback, MethodCall, Runtime};
     pub use crate::codec::{Decode, Json, Opt, RawBytes, Resp, Text, Unit};
+    pub use crate::policy::{
+        BulkheadOverrides, CircuitOverrides, HedgeOverrides, Overrides, RetryOverrides, StatusSet,
+    };
     pub use crate::request::{ClientDef, MethodDef, RequestParts, Verb};
     pub use crate::{ClientBuilder, Error};
     pub use bytes::Bytes;
+    pub use core::time::Duration;
     pub use http::header::HeaderName;
+    pub use std::sync::Arc;
 }

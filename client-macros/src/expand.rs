@@ -49,6 +49,7 @@ pub(crate) fn client(model: &ClientModel) -> TokenStream {
         None => quote!(::core::option::Option::None),
     };
     let defs = model.methods.iter().map(method_def);
+    let trait_policy = model.policy.to_tokens();
     let impls = model
         .methods
         .iter()
@@ -92,9 +93,21 @@ pub(crate) fn client(model: &ClientModel) -> TokenStream {
                 name: #name,
                 url: #url,
                 methods: &[#(#defs),*],
+                policy: #trait_policy,
             };
             fn from_runtime(runtime: ::courier::__private::Runtime<Self>) -> Self {
                 #client_ident { __courier_rt: runtime }
+            }
+            fn runtime(&self) -> &::courier::__private::Runtime<Self> {
+                &self.__courier_rt
+            }
+        }
+
+        impl<__CourierF: #trait_ident + 'static> ::courier::__private::IntoFallback<__CourierF>
+            for #client_ident
+        {
+            fn into_api(fallback: __CourierF) -> ::courier::__private::Arc<dyn #trait_ident> {
+                ::courier::__private::Arc::new(fallback)
             }
         }
 
@@ -111,12 +124,14 @@ fn method_def(method: &MethodModel) -> TokenStream {
     let verb = method.verb.variant();
     let path = &method.full_path;
     let idempotent = method.idempotent;
+    let policy = method.policy.to_tokens();
     quote! {
         ::courier::__private::MethodDef {
             name: #name,
             verb: ::courier::__private::Verb::#verb,
             path: #path,
             idempotent: #idempotent,
+            policy: #policy,
         }
     }
 }
@@ -126,6 +141,8 @@ fn method_impl(index: usize, method: &MethodModel) -> TokenStream {
     let cfg_attrs = &method.cfg_attrs;
     let decoder = &method.decoder;
     let fill = fill_request(method);
+    let ident = &method.sig.ident;
+    let args = method.params.iter().map(|p| &p.ident);
     quote! {
         #(#cfg_attrs)*
         #sig {
@@ -149,6 +166,11 @@ fn method_impl(index: usize, method: &MethodModel) -> TokenStream {
                     ::core::result::Result::Ok(__courier_value)
                 }
                 ::core::result::Result::Err(__courier_err) => {
+                    if let ::core::option::Option::Some(__courier_fallback) =
+                        self.__courier_rt.fallback_for(#index, &__courier_err)
+                    {
+                        return __courier_fallback.#ident(#(#args),*).await;
+                    }
                     ::core::result::Result::Err(::core::convert::From::from(__courier_err))
                 }
             }

@@ -13,6 +13,7 @@
 
 mod expand;
 mod model;
+mod policy;
 
 use proc_macro::TokenStream;
 

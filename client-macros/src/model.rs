@@ -4,9 +4,11 @@
 //! caused it; mistakes are collected (as serde_derive does) so the user sees
 //! all of them at once. [`crate::expand`] only ever sees a valid model.
 
+use crate::policy::{POLICY_ATTRS, Policies};
 use proc_macro2::{Span, TokenStream};
 use quote::{ToTokens, quote, quote_spanned};
 use syn::spanned::Spanned;
+
 use syn::{
     Attribute, FnArg, GenericArgument, Ident, ItemTrait, LitStr, Pat, PathArguments, ReturnType,
     Signature, TraitItem, TraitItemFn, Type, TypePath,
@@ -16,7 +18,11 @@ use syn::{
 const VERBS: &[&str] = &["get", "post", "put", "patch", "delete", "head"];
 
 /// Attributes courier reads on a method, for error messages.
-const METHOD_ATTRS: &str = "get, post, put, patch, delete, head, idempotent";
+const METHOD_ATTRS: &str = "get, post, put, patch, delete, head, idempotent, timeout, retry, \
+                            circuit_breaker, bulkhead, hedge";
+
+/// Attributes courier reads on the trait, after `#[client]`.
+const TRAIT_ATTRS: &str = "timeout, retry, circuit_breaker, bulkhead, hedge";
 
 /// Attributes courier reads on a parameter, for error messages.
 const PARAM_ATTRS: &str = "#[query], #[query(\"name\")], #[header(\"Name\")], #[body], #[form], \
@@ -62,6 +68,8 @@ pub(crate) struct ClientModel {
     pub(crate) url: Option<String>,
     /// The trait with courier's attributes removed.
     pub(crate) item: ItemTrait,
+    /// The trait-level policy attributes.
+    pub(crate) policy: Policies,
     /// The methods courier implements, in declaration order.
     pub(crate) methods: Vec<MethodModel>,
 }
@@ -118,6 +126,8 @@ pub(crate) struct MethodModel {
     /// The decoder type for the return value.
     pub(crate) decoder: TokenStream,
     pub(crate) idempotent: bool,
+    /// The method-level policy attributes.
+    pub(crate) policy: Policies,
 }
 
 /// A piece of a path template.
@@ -190,7 +200,9 @@ impl ClientModel {
         if let Some(unsafety) = &item.unsafety {
             errors.at(unsafety, "a client trait cannot be `unsafe`");
         }
-        item.attrs.retain(|attr| keep_trait_attr(attr, &mut errors));
+        let mut policy = Policies::default();
+        item.attrs
+            .retain(|attr| keep_trait_attr(attr, &mut policy, &mut errors));
 
         let mut methods = Vec::new();
         for trait_item in &mut item.items {
@@ -214,6 +226,7 @@ impl ClientModel {
                 name: args.name.map(|n| n.value()).unwrap_or_default(),
                 url: args.url.map(|u| u.value()),
                 item,
+                policy,
                 methods,
             }),
         }
@@ -296,12 +309,19 @@ fn attr_name(attr: &Attribute) -> Option<String> {
     attr.path().get_ident().map(Ident::to_string)
 }
 
-/// Keeps Rust's own attributes and any path attribute (`#[tracing::…]`);
-/// rejects an unknown single-word attribute, which is most likely a typo.
-fn keep_trait_attr(attr: &Attribute, errors: &mut Errors) -> bool {
+/// Reads the trait-level policy attributes; keeps Rust's own attributes
+/// and any path attribute (`#[tracing::…]`); rejects an unknown single-word
+/// attribute, which is most likely a typo.
+fn keep_trait_attr(attr: &Attribute, policy: &mut Policies, errors: &mut Errors) -> bool {
     match attr_name(attr) {
         Some(name) if PASSTHROUGH.contains(&name.as_str()) => true,
         None => true,
+        Some(name) if POLICY_ATTRS.contains(&name.as_str()) => {
+            if let Err(e) = policy.parse(attr, &name) {
+                errors.push(e);
+            }
+            false
+        }
         Some(name) => {
             let hint = if VERBS.contains(&name.as_str()) || name == "idempotent" {
                 "; it belongs on a method"
@@ -311,8 +331,8 @@ fn keep_trait_attr(attr: &Attribute, errors: &mut Errors) -> bool {
             errors.at(
                 attr,
                 format!(
-                    "unknown attribute `#[{name}]` on a client trait{hint}; \
-                     courier reads none here yet, and Rust's own ({}) are kept",
+                    "unknown attribute `#[{name}]` on a client trait{hint}; courier accepts \
+                     {TRAIT_ATTRS}, and Rust's own ({}) are kept",
                     PASSTHROUGH.join(", ")
                 ),
             );
@@ -330,6 +350,7 @@ impl MethodModel {
         let before = errors.1;
         let mut verb: Option<(Verb, LitStr, String)> = None;
         let mut idempotent = false;
+        let mut policy = Policies::default();
         let mut cfg_attrs = Vec::new();
         let mut courier_attr_seen = false;
 
@@ -364,6 +385,13 @@ impl MethodModel {
                         errors.push(e);
                     }
                     idempotent = true;
+                    false
+                }
+                n if POLICY_ATTRS.contains(&n) => {
+                    courier_attr_seen = true;
+                    if let Err(e) = policy.parse(attr, n) {
+                        errors.push(e);
+                    }
                     false
                 }
                 "cfg" | "cfg_attr" => {
@@ -414,6 +442,9 @@ impl MethodModel {
             );
         }
         check_signature(&method.sig, errors);
+        if matches!(verb, Verb::Post | Verb::Patch) && !idempotent {
+            check_no_replay(&policy, name_of(verb), errors);
+        }
 
         let pieces = match parse_template(&template.value()) {
             Ok(pieces) => pieces,
@@ -440,7 +471,38 @@ impl MethodModel {
             params,
             decoder: decoder.unwrap_or_default(),
             idempotent,
+            policy,
         })
+    }
+}
+
+fn name_of(verb: Verb) -> &'static str {
+    match verb {
+        Verb::Get => "GET",
+        Verb::Post => "POST",
+        Verb::Put => "PUT",
+        Verb::Patch => "PATCH",
+        Verb::Delete => "DELETE",
+        Verb::Head => "HEAD",
+    }
+}
+
+/// A method-level `#[retry]` or `#[hedge]` on a write that is not
+/// `#[idempotent]` would replay it.
+fn check_no_replay(policy: &Policies, verb: &str, errors: &mut Errors) {
+    for (what, attr) in [("retry", &policy.retry), ("hedge", &policy.hedge)] {
+        if let Some((section, attr)) = attr
+            && !section.is_disabled()
+        {
+            errors.at(
+                attr,
+                format!(
+                    "`#[{what}]` on a {verb} would replay a write that may already have been \
+                     applied, and a replayed write can duplicate it; mark the method \
+                     `#[idempotent]` if repeating it is safe (an idempotency key, say)"
+                ),
+            );
+        }
     }
 }
 

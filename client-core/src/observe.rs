@@ -1,0 +1,74 @@
+//! Events a program can subscribe to.
+//!
+//! Resilience4j publishes breaker transitions on an event publisher; here a
+//! client takes a callback on its builder
+//! ([`ClientBuilder::on_event`](crate::ClientBuilder::on_event)) and calls it
+//! for every [`Event`]. Events are rare (a state change, a fallback taking
+//! over), so the callback sits off the happy path; with none set, emitting
+//! is a branch on `None`.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::policy::circuit::CircuitState;
+
+/// Something worth knowing that happened inside a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event<'a> {
+    /// A method's circuit breaker changed state.
+    CircuitStateChanged {
+        /// The breaker's name, `<service>#<method>` (also its config key and
+        /// metrics label).
+        breaker: &'a str,
+        /// The state it left.
+        from: CircuitState,
+        /// The state it entered.
+        to: CircuitState,
+    },
+    /// A call failed and the fallback answered instead.
+    FallbackUsed {
+        /// The logical service name.
+        service: &'a str,
+        /// The trait method.
+        method: &'a str,
+        /// The kind of the failure the fallback stood in for.
+        cause: crate::ErrorKind,
+    },
+}
+
+type Callback = dyn for<'e> Fn(&Event<'e>) + Send + Sync;
+
+/// Where a client's events go: a callback, or nowhere.
+#[derive(Clone, Default)]
+pub struct EventSink(Option<Arc<Callback>>);
+
+impl EventSink {
+    /// A sink that calls `callback` for every event.
+    pub fn new(callback: impl for<'e> Fn(&Event<'e>) + Send + Sync + 'static) -> Self {
+        EventSink(Some(Arc::new(callback)))
+    }
+
+    /// A sink that drops every event.
+    pub fn none() -> Self {
+        EventSink(None)
+    }
+
+    /// Hands `event` to the callback, if any.
+    #[inline]
+    pub fn emit(&self, event: &Event<'_>) {
+        if let Some(callback) = &self.0 {
+            callback(event);
+        }
+    }
+}
+
+impl fmt::Debug for EventSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "EventSink(callback)"
+        } else {
+            "EventSink(none)"
+        })
+    }
+}
