@@ -135,8 +135,9 @@
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
 pub use courier_core::{
-    BoxError, ClientBuilder, Error, ErrorKind, Interceptor, Outgoing, Response, builder, codec,
-    interceptor, request,
+    BoxError, CircuitState, ClientBuilder, Config, Error, ErrorKind, Event, Inspect, Interceptor,
+    MethodPolicy, Outgoing, Response, builder, codec, config, interceptor, observe, policy,
+    request,
 };
 
 /// Turns an annotated trait into a typed HTTP client `<Trait>Client`.
