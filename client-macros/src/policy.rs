@@ -156,56 +156,71 @@ impl Policies {
         Ok(true)
     }
 
-    /// The runtime's `Overrides` value for this level.
+    /// The runtime's `Overrides` value for this level, every field spelt
+    /// out (a struct update would trip clippy's `needless_update` in the
+    /// user's crate when every key is given).
     pub(crate) fn to_tokens(&self) -> TokenStream {
         let p = quote!(::courier::__private);
-        let mut fields = Vec::new();
-        if let Some(nanos) = self.timeout {
-            fields.push(
-                quote!(timeout: ::core::option::Option::Some(#p::Duration::from_nanos(#nanos))),
-            );
-        }
+        let timeout = match self.timeout {
+            Some(nanos) => quote!(::core::option::Option::Some(#p::Duration::from_nanos(#nanos))),
+            None => quote!(::core::option::Option::None),
+        };
         let sections = [
             (
                 "retry",
                 "RetryOverrides",
+                RETRY_KEYS,
                 self.retry.as_ref().map(|(s, _)| s),
             ),
-            ("circuit", "CircuitOverrides", self.circuit.as_ref()),
-            ("bulkhead", "BulkheadOverrides", self.bulkhead.as_ref()),
+            (
+                "circuit",
+                "CircuitOverrides",
+                CIRCUIT_KEYS,
+                self.circuit.as_ref(),
+            ),
+            (
+                "bulkhead",
+                "BulkheadOverrides",
+                BULKHEAD_KEYS,
+                self.bulkhead.as_ref(),
+            ),
             (
                 "hedge",
                 "HedgeOverrides",
+                HEDGE_KEYS,
                 self.hedge.as_ref().map(|(s, _)| s),
             ),
         ];
-        for (field, ty, section) in sections {
-            let Some(section) = section else { continue };
+        let fields = sections.map(|(field, ty, keys, section)| {
             let field = quote::format_ident!("{}", field);
             let ty = quote::format_ident!("{}", ty);
+            let Some(section) = section else {
+                return quote!(#field: #p::Overrides::NONE.#field);
+            };
             let enabled = !section.disabled;
-            let keys = section.keys.iter().map(|(key, value)| {
+            let keys = keys.iter().map(|(key, _)| {
+                let value = section.keys.iter().find(|(k, _)| k == key).map(|(_, v)| v);
                 let key = quote::format_ident!("{}", key);
                 let value = match value {
-                    Value::Nanos(n) => quote!(#p::Duration::from_nanos(#n)),
-                    Value::Count(n) => quote!(#n),
-                    Value::Rate(n) => quote!(#n),
-                    Value::Codes(codes) => quote!(#p::StatusSet::from_codes(&[#(#codes),*])),
-                    Value::Backoff(a, b) => {
+                    None => return quote!(#key: ::core::option::Option::None),
+                    Some(Value::Nanos(n)) => quote!(#p::Duration::from_nanos(#n)),
+                    Some(Value::Count(n)) => quote!(#n),
+                    Some(Value::Rate(n)) => quote!(#n),
+                    Some(Value::Codes(codes)) => quote!(#p::StatusSet::from_codes(&[#(#codes),*])),
+                    Some(Value::Backoff(a, b)) => {
                         quote!((#p::Duration::from_nanos(#a), #p::Duration::from_nanos(#b)))
                     }
                 };
                 quote!(#key: ::core::option::Option::Some(#value))
             });
-            fields.push(quote! {
+            quote! {
                 #field: #p::#ty {
                     enabled: ::core::option::Option::Some(#enabled),
                     #(#keys,)*
-                    ..#p::Overrides::NONE.#field
                 }
-            });
-        }
-        quote!(#p::Overrides { #(#fields,)* ..#p::Overrides::NONE })
+            }
+        });
+        quote!(#p::Overrides { timeout: #timeout, #(#fields,)* })
     }
 }
 

@@ -1,0 +1,279 @@
+//! Deadlines, retries, Retry-After and the retry budget, against wiremock.
+//!
+//! Real time with short durations (wiremock and tokio's paused clock do not
+//! mix); every bound on elapsed time has a generous margin, and what is
+//! asserted exactly is what the server received.
+
+use std::time::{Duration, Instant};
+
+use courier::{Error, ErrorKind, Inspect, client};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+#[client(name = "orders")]
+#[retry(backoff = "10ms..20ms")]
+#[circuit_breaker(disabled)]
+trait Orders {
+    #[get("/orders/{id}")]
+    async fn get(&self, id: u64) -> Result<String, Error>;
+
+    #[get("/slow")]
+    #[timeout("300ms")]
+    #[retry(attempt_timeout = "100ms", max_attempts = 10, backoff = "10ms..20ms")]
+    async fn slow(&self) -> Result<String, Error>;
+
+    #[get("/hung")]
+    #[timeout("300ms")]
+    async fn hung(&self) -> Result<String, Error>;
+
+    #[post("/orders")]
+    async fn create(&self, #[body] order: &str) -> Result<String, Error>;
+
+    #[post("/orders/{id}/confirm")]
+    #[idempotent]
+    async fn confirm(&self, id: u64) -> Result<String, Error>;
+
+    #[get("/limited")]
+    #[timeout("300ms")]
+    async fn limited_short(&self) -> Result<String, Error>;
+
+    #[get("/limited")]
+    #[timeout("3s")]
+    async fn limited_long(&self) -> Result<String, Error>;
+
+    #[get("/orders/{id}")]
+    #[retry(disabled)]
+    async fn get_once(&self, id: u64) -> Result<String, Error>;
+}
+
+fn client(server: &MockServer) -> OrdersClient {
+    OrdersClient::builder()
+        .base_url(server.uri())
+        .build()
+        .expect("valid")
+}
+
+async fn received(server: &MockServer) -> usize {
+    server.received_requests().await.map_or(0, |r| r.len())
+}
+
+/// `status` for the first `n` requests to `route`, then 200 "ok".
+async fn fail_then_ok(server: &MockServer, route: &str, status: u16, n: u64) {
+    Mock::given(path(route))
+        .respond_with(ResponseTemplate::new(status))
+        .up_to_n_times(n)
+        .with_priority(1)
+        .mount(server)
+        .await;
+    Mock::given(path(route))
+        .respond_with(ResponseTemplate::new(200).set_body_string("ok"))
+        .with_priority(2)
+        .mount(server)
+        .await;
+}
+
+#[tokio::test]
+async fn a_get_recovers_from_two_503s_with_exactly_three_requests() {
+    let server = MockServer::start().await;
+    fail_then_ok(&server, "/orders/1", 503, 2).await;
+    let answer = client(&server).get(1).await;
+    assert_eq!(answer.ok().as_deref(), Some("ok"));
+    assert_eq!(received(&server).await, 3);
+}
+
+#[tokio::test]
+async fn a_get_gives_up_after_max_attempts_with_the_last_error() {
+    let server = MockServer::start().await;
+    fail_then_ok(&server, "/orders/1", 503, 100).await;
+    let err = client(&server).get(1).await.expect_err("always 503");
+    assert_eq!(err.status().map(|s| s.as_u16()), Some(503));
+    assert_eq!(err.attempts(), 3);
+    assert!(!err.is_budget_exhausted());
+    assert_eq!(received(&server).await, 3);
+}
+
+#[tokio::test]
+async fn statuses_outside_the_retry_list_are_not_retried() {
+    // Why: a 500 or a 404 is an answer, not a passing condition.
+    for status in [500, 404, 400] {
+        let server = MockServer::start().await;
+        fail_then_ok(&server, "/orders/1", status, 100).await;
+        let err = client(&server).get(1).await.expect_err("fails");
+        assert_eq!(err.attempts(), 1, "{status}");
+        assert_eq!(received(&server).await, 1, "{status}");
+    }
+}
+
+#[tokio::test]
+async fn a_post_is_sent_once_on_503_unless_marked_idempotent() {
+    // Why: replaying a POST that reached the service can duplicate a write.
+    let server = MockServer::start().await;
+    fail_then_ok(&server, "/orders", 503, 100).await;
+    let err = client(&server).create("o-1").await.expect_err("503");
+    assert_eq!(err.attempts(), 1);
+    assert_eq!(received(&server).await, 1);
+
+    let server = MockServer::start().await;
+    fail_then_ok(&server, "/orders/7/confirm", 503, 2).await;
+    let ok = client(&server).confirm(7).await;
+    assert_eq!(ok.ok().as_deref(), Some("ok"));
+    assert_eq!(received(&server).await, 3, "#[idempotent] POST is retried");
+}
+
+#[tokio::test]
+async fn a_post_is_retried_when_the_connection_was_refused() {
+    // Nothing listens on the port: no byte of the POST was sent, so
+    // retrying cannot duplicate it.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let c = OrdersClient::builder()
+        .base_url(format!("http://127.0.0.1:{port}"))
+        .build()
+        .expect("valid");
+    let err = c.create("o-1").await.expect_err("nobody listens");
+    assert!(err.is_connect());
+    assert_eq!(err.attempts(), 3);
+}
+
+#[tokio::test]
+async fn a_hung_dependency_times_out_within_the_deadline_with_retries_in_between() {
+    let server = MockServer::start().await;
+    Mock::given(path("/slow"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(10)))
+        .mount(&server)
+        .await;
+    let start = Instant::now();
+    let err = client(&server).slow().await.expect_err("hung");
+    let elapsed = start.elapsed();
+    assert!(err.is_timeout(), "{err}");
+    assert!(elapsed >= Duration::from_millis(250), "{elapsed:?}");
+    assert!(
+        elapsed < Duration::from_millis(600),
+        "{elapsed:?}: over the 300ms timeout"
+    );
+    // 100ms attempts with short back-off: two or three fit in 300ms.
+    let sent = received(&server).await;
+    assert!((2..=3).contains(&sent), "{sent} attempts");
+    assert_eq!(err.attempts() as usize, sent);
+}
+
+#[tokio::test]
+async fn the_deadline_also_cuts_a_single_slow_attempt_and_its_body() {
+    let server = MockServer::start().await;
+    Mock::given(path("/hung"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(10)))
+        .mount(&server)
+        .await;
+    let start = Instant::now();
+    let err = client(&server).hung().await.expect_err("hung");
+    assert!(err.is_timeout());
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+    assert!(err.to_string().contains("300ms"), "{err}");
+    assert!(start.elapsed() < Duration::from_millis(600));
+    assert_eq!(received(&server).await, 1, "no time left to retry");
+}
+
+#[tokio::test]
+async fn retry_after_beyond_the_deadline_fails_at_once() {
+    let server = MockServer::start().await;
+    Mock::given(path("/limited"))
+        .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "1"))
+        .mount(&server)
+        .await;
+    let start = Instant::now();
+    let err = client(&server).limited_short().await.expect_err("429");
+    assert_eq!(err.status().map(|s| s.as_u16()), Some(429));
+    assert!(!err.is_timeout(), "ends with the 429, not a timeout");
+    assert!(start.elapsed() < Duration::from_millis(250), "did not wait");
+    assert_eq!(received(&server).await, 1);
+}
+
+#[tokio::test]
+async fn retry_after_within_the_deadline_is_honoured() {
+    let server = MockServer::start().await;
+    Mock::given(path("/limited"))
+        .respond_with(ResponseTemplate::new(503).insert_header("retry-after", "1"))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(path("/limited"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("ok"))
+        .with_priority(2)
+        .mount(&server)
+        .await;
+    let start = Instant::now();
+    let ok = client(&server).limited_long().await;
+    let elapsed = start.elapsed();
+    assert_eq!(ok.ok().as_deref(), Some("ok"));
+    assert!(elapsed >= Duration::from_millis(950), "waited {elapsed:?}");
+    assert!(elapsed < Duration::from_millis(2500), "waited {elapsed:?}");
+    assert_eq!(received(&server).await, 2);
+}
+
+#[tokio::test]
+async fn retry_disabled_on_a_method_sends_once() {
+    let server = MockServer::start().await;
+    fail_then_ok(&server, "/orders/1", 503, 100).await;
+    let err = client(&server).get_once(1).await.expect_err("503");
+    assert_eq!(err.attempts(), 1);
+    assert_eq!(received(&server).await, 1);
+}
+
+#[tokio::test]
+async fn a_sustained_outage_stays_within_the_retry_budget() {
+    // Why: without a budget, 100 calls × 3 attempts = 300 requests hit a
+    // service that is already down. With 20 % and a reserve of 1/s × 10 s,
+    // at most 100 × 1.2 + 10 may.
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&server)
+        .await;
+    let c = OrdersClient::builder()
+        .base_url(server.uri())
+        .retry_budget(0.2, 1)
+        .build()
+        .expect("valid");
+    let calls = 100;
+    let mut exhausted = 0;
+    for wave in 0..10 {
+        let results =
+            futures::future::join_all((0..calls / 10).map(|i| c.get(wave * 10 + i))).await;
+        exhausted += results
+            .iter()
+            .filter(|r| r.as_ref().err().is_some_and(Error::is_budget_exhausted))
+            .count();
+    }
+    let sent = received(&server).await as u64;
+    assert!(sent >= calls, "every call is tried once: {sent}");
+    assert!(
+        sent <= calls * 12 / 10 + 10,
+        "{sent} requests for {calls} calls"
+    );
+    assert!(exhausted > 0, "some calls stopped on the budget");
+    assert_eq!(c.retry_budget_remaining(), Some(0));
+}
+
+#[tokio::test]
+async fn without_a_budget_every_retry_is_made() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&server)
+        .await;
+    let c = OrdersClient::builder()
+        .base_url(server.uri())
+        .no_retry_budget()
+        .build()
+        .expect("valid");
+    let results = futures::future::join_all((0..20).map(|i| c.get(i))).await;
+    assert!(
+        results
+            .iter()
+            .all(|r| r.as_ref().err().is_some_and(|e| e.attempts() == 3))
+    );
+    assert_eq!(received(&server).await, 60);
+}
