@@ -12,7 +12,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use courier::{Error, client};
+use courier::{Error, Event, Inspect, client};
 use serde::{Deserialize, Serialize};
 
 // ===== the client: all a calling service writes =====
@@ -67,6 +67,59 @@ pub trait Users {
     /// An endpoint whose JSON does not match `User`.
     #[get("/legacy/users/{id}")]
     async fn legacy(&self, id: u64) -> Result<User, Error>;
+
+    /// An endpoint that fails twice out of three: retried with back-off.
+    #[get("/flaky")]
+    #[retry(max_attempts = 3, backoff = "20ms..100ms")]
+    async fn flaky(&self) -> Result<String, Error>;
+
+    /// An endpoint that hangs: the caller waits 300ms at most.
+    #[get("/slow")]
+    #[timeout("300ms")]
+    async fn slow(&self) -> Result<String, Error>;
+}
+
+/// Stock levels, from the inventory service.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Stock {
+    /// The article.
+    pub sku: String,
+    /// Units on hand.
+    pub count: u32,
+    /// True when the answer came from the fallback, not the service.
+    #[serde(default)]
+    pub stale: bool,
+}
+
+/// The inventory service, guarded by a breaker that opens after 4 calls of
+/// which half failed, and stays open for a second.
+#[client(name = "inventory", path = "/inventory/v1")]
+#[retry(disabled)]
+#[circuit_breaker(
+    window = 4,
+    min_calls = 4,
+    failure_rate = 50,
+    open_for = "1s",
+    half_open_calls = 1
+)]
+pub trait Inventory {
+    /// Stock of one article.
+    #[get("/stock/{sku}")]
+    async fn stock(&self, sku: &str) -> Result<Stock, Error>;
+}
+
+/// What answers while the inventory service is down: "unknown, assume 0".
+pub struct LastKnownStock;
+
+#[courier::async_trait]
+impl Inventory for LastKnownStock {
+    async fn stock(&self, sku: &str) -> Result<Stock, Error> {
+        Ok(Stock {
+            sku: sku.to_owned(),
+            count: 0,
+            stale: true,
+        })
+    }
 }
 
 // ===== the demo service (what the other team runs) =====
@@ -75,6 +128,9 @@ pub trait Users {
 struct Db {
     users: BTreeMap<u64, User>,
     next_id: u64,
+    flaky_calls: u32,
+    inventory_down: bool,
+    inventory_calls: u32,
 }
 
 type Shared = Arc<Mutex<Db>>;
@@ -140,7 +196,36 @@ async fn legacy_user(Path(id): Path<u64>) -> impl IntoResponse {
     )
 }
 
-async fn start_demo_service() -> std::io::Result<String> {
+async fn flaky(State(db): State<Shared>) -> impl IntoResponse {
+    let mut db = db.lock().unwrap_or_else(|e| e.into_inner());
+    db.flaky_calls += 1;
+    if db.flaky_calls % 3 == 0 {
+        (StatusCode::OK, format!("ok on call {}", db.flaky_calls))
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "busy".to_owned())
+    }
+}
+
+async fn slow() -> &'static str {
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    "finally"
+}
+
+async fn stock(State(db): State<Shared>, Path(sku): Path<String>) -> impl IntoResponse {
+    let mut db = db.lock().unwrap_or_else(|e| e.into_inner());
+    db.inventory_calls += 1;
+    if db.inventory_down {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "database unreachable").into_response();
+    }
+    Json(Stock {
+        sku,
+        count: 42,
+        stale: false,
+    })
+    .into_response()
+}
+
+async fn start_demo_service() -> std::io::Result<(String, Shared)> {
     let mut db = Db::default();
     for name in ["Alice", "Bob", "Alina"] {
         db.next_id += 1;
@@ -153,12 +238,16 @@ async fn start_demo_service() -> std::io::Result<String> {
             },
         );
     }
+    let shared: Shared = Arc::new(Mutex::new(db));
     let app = axum::Router::new()
         .route("/api/v1/users/{id}", get(get_user))
         .route("/api/v1/users", get(find_users).post(create_user))
         .route("/api/v1/report", get(report))
         .route("/api/v1/legacy/users/{id}", get(legacy_user))
-        .with_state(Arc::new(Mutex::new(db)));
+        .route("/api/v1/flaky", get(flaky))
+        .route("/api/v1/slow", get(slow))
+        .route("/inventory/v1/stock/{sku}", get(stock))
+        .with_state(shared.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
@@ -166,7 +255,7 @@ async fn start_demo_service() -> std::io::Result<String> {
             eprintln!("demo service stopped: {e}");
         }
     });
-    Ok(format!("http://{addr}"))
+    Ok((format!("http://{addr}"), shared))
 }
 
 // ===== the tour =====
@@ -177,7 +266,7 @@ fn step(title: &str) {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let base_url = start_demo_service().await?;
+    let (base_url, service) = start_demo_service().await?;
     println!("demo user service listening on {base_url}");
 
     let users = UsersClient::builder()
@@ -248,6 +337,55 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     step("the trait is dyn-compatible: Arc<dyn Users>");
     let api: Arc<dyn Users> = Arc::new(users.clone());
     println!("-> via dyn: {:?}", api.get(2).await?);
+
+    println!("\n======== resilience: every method has its own policy ========");
+
+    step("a retry recovering: users.flaky() gets 503, 503, then 200");
+    let answer = users.flaky().await?;
+    let calls = service.lock().map(|db| db.flaky_calls).unwrap_or(0);
+    println!("-> {answer:?}, after {calls} requests (back-off with full jitter in between)");
+
+    step("a timeout: users.slow() hangs for 5s, its #[timeout(\"300ms\")] does not");
+    let started = std::time::Instant::now();
+    match users.slow().await {
+        Ok(text) => println!("-> unexpected success: {text}"),
+        Err(e) => println!(
+            "-> after {:?}: {e} (is_timeout: {})",
+            started.elapsed(),
+            e.is_timeout()
+        ),
+    }
+
+    step("a breaker opening, then the fallback answering: the inventory service goes down");
+    let inventory = InventoryClient::builder()
+        .base_url(&base_url)
+        .fallback(LastKnownStock)
+        .on_event(|event: &Event<'_>| println!("   [event] {event}"))
+        .build()?;
+    let set_down = |down: bool| {
+        if let Ok(mut db) = service.lock() {
+            db.inventory_down = down;
+        }
+    };
+    let inventory_calls = || service.lock().map(|db| db.inventory_calls).unwrap_or(0);
+    set_down(true);
+    for i in 1..=6 {
+        let stock = inventory.stock("sku-7").await?;
+        println!(
+            "-> call {i}: {stock:?}  (breaker {:?}, requests reaching the service: {})",
+            inventory.circuit_state("stock"),
+            inventory_calls()
+        );
+    }
+
+    step("recovery after open_for: the service is back, one trial call closes the breaker");
+    set_down(false);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let stock = inventory.stock("sku-7").await?;
+    println!(
+        "-> {stock:?}  (breaker {:?})",
+        inventory.circuit_state("stock")
+    );
 
     println!("\ntour finished");
     Ok(())

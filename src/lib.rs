@@ -117,6 +117,58 @@
 //! `async fn(&self, …)`, an unsupported return type, a malformed path) are
 //! compile errors pointing at the offending token.
 //!
+//! ## Resilience, per method
+//!
+//! Attributes after `#[client]` on the trait set every method's default;
+//! the same attribute on a method overrides it key by key:
+//!
+//! - `#[timeout("300ms")]`: the whole call, retries included (default 10 s);
+//! - `#[retry(max_attempts = 3, backoff = "50ms..1s", on = [429, 502, 503, 504],
+//!   attempt_timeout = "100ms")]` or `#[retry(disabled)]`: idempotent methods
+//!   only (a method-level `#[retry]` on a POST without `#[idempotent]` is a
+//!   compile error), capped by the client's retry budget;
+//! - `#[circuit_breaker(window = 20, min_calls = 10, failure_rate = 50,
+//!   slow_call = "2s", slow_call_rate = 100, open_for = "5s",
+//!   half_open_calls = 3)]` or `#[circuit_breaker(disabled)]`: on by default,
+//!   one per method, 4xx never count;
+//! - `#[bulkhead(max_concurrent = 10, max_wait = "0ms")]`: off by default;
+//! - `#[hedge(delay = "50ms", max_extra = 1)]`: off by default;
+//! - `#[idempotent]`: a POST or PATCH that is safe to repeat.
+//!
+//! A [`Config`] file overrides any of them without recompiling, and the
+//! builder's `.fallback(…)` answers for dependency failures. See [`policy`]
+//! for the precedence and [`policy::classify`] for what counts as a failure.
+//!
+//! ```no_run
+//! use courier::{client, Error, Inspect};
+//!
+//! #[client(name = "pricing")]
+//! #[timeout("1s")]
+//! #[retry(max_attempts = 2, backoff = "20ms..200ms")]
+//! pub trait Pricing {
+//!     #[get("/price/{sku}")]
+//!     #[timeout("250ms")]
+//!     async fn price(&self, sku: &str) -> Result<u64, Error>;
+//! }
+//!
+//! struct ListPrice;
+//!
+//! #[courier::async_trait]
+//! impl Pricing for ListPrice {
+//!     async fn price(&self, _sku: &str) -> Result<u64, Error> { Ok(999) }
+//! }
+//!
+//! # async fn demo() -> Result<(), Error> {
+//! let pricing = PricingClient::builder()
+//!     .base_url("http://pricing.internal:8080")
+//!     .fallback(ListPrice)                 // on timeout, 5xx, open circuit, …
+//!     .on_event(|e: &courier::Event<'_>| eprintln!("{e}"))
+//!     .build()?;
+//! let cents = pricing.price("sku-7").await?;
+//! println!("{cents} ({:?})", pricing.circuit_state("price"));
+//! # Ok(()) }
+//! ```
+//!
 //! ## The client
 //!
 //! `<Trait>Client::builder()` returns a [`ClientBuilder`]; see it for every

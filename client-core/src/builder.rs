@@ -160,7 +160,7 @@ impl<C: ClientSpec> ClientBuilder<C> {
     }
 
     /// The largest response body a call reads. A longer body fails the call
-    /// with [`ErrorKind::Body`](crate::ErrorKind::Body) as soon as it is
+    /// with [`ErrorKind::Body`] as soon as it is
     /// known to be too long, without buffering it.
     ///
     /// Default is 16 MiB ([`DEFAULT_MAX_RESPONSE_BYTES`]).

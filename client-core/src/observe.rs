@@ -37,6 +37,24 @@ pub enum Event<'a> {
     },
 }
 
+impl fmt::Display for Event<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Event::CircuitStateChanged { breaker, from, to } => {
+                write!(f, "circuit breaker {breaker}: {from} -> {to}")
+            }
+            Event::FallbackUsed {
+                service,
+                method,
+                cause,
+            } => write!(
+                f,
+                "fallback answered for {service}#{method} (cause: {cause:?})"
+            ),
+        }
+    }
+}
+
 type Callback = dyn for<'e> Fn(&Event<'e>) + Send + Sync;
 
 /// Where a client's events go: a callback, or nowhere.

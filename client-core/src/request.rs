@@ -4,7 +4,7 @@
 //!
 //! The macro has already checked the path template and split it into literal
 //! pieces and placeholders; a call appends the pieces in order, encoding each
-//! parameter through [`crate::url`], then the query pairs, headers and body.
+//! parameter through `url.rs`, then the query pairs, headers and body.
 //! Every check on a value happens here, before anything is sent.
 
 use std::fmt;

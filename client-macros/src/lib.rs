@@ -2,8 +2,8 @@
 //! facade (`#[courier::client(…)]`); its documentation lives there.
 //!
 //! The macro works in three steps, as thiserror-impl and serde_derive do:
-//! [`model`] parses the trait into a plain model and validates all of it,
-//! collecting every mistake with the span of the offending token; [`expand`]
+//! `model` parses the trait into a plain model and validates all of it,
+//! collecting every mistake with the span of the offending token; `expand`
 //! generates code from a valid model. When there are mistakes, the trait is
 //! still emitted (with courier's attributes removed) next to the errors, so
 //! the user sees only the errors that matter.

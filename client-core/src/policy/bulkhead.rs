@@ -1,6 +1,6 @@
 //! The per-method bulkhead: at most `max_concurrent` attempts of a method in
 //! flight; the next waits up to `max_wait` for a slot, then fails with
-//! [`ErrorKind::BulkheadFull`](crate::ErrorKind::BulkheadFull).
+//! [`ErrorKind::BulkheadFull`].
 //!
 //! Resilience4j's semaphore bulkhead, on tokio's `Semaphore` (fair, and its
 //! permit is a guard: a dropped call future gives its slot back at any

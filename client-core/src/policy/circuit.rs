@@ -5,7 +5,7 @@
 //! [`classify`](super::classify)) and possibly slow. With at least
 //! `min_calls` in the window and a failure rate (or slow-call rate) at or
 //! above its threshold, the breaker **opens**: calls fail at once with
-//! [`ErrorKind::CircuitOpen`](crate::ErrorKind::CircuitOpen), without I/O.
+//! [`ErrorKind::CircuitOpen`], without I/O.
 //! After `open_for`, the next call moves it to **half-open**, where exactly
 //! `half_open_calls` trial calls are let through and every other call is
 //! rejected; if all trials succeed it **closes** (with an empty window),

@@ -7,6 +7,6 @@
 //! more requests. Each hedge is a full attempt (breaker, bulkhead,
 //! interceptors) and takes a token from the retry budget, so hedging can
 //! never multiply the load on a struggling service. The race itself runs in
-//! the call pipeline ([`crate::call`]); non-idempotent methods never hedge.
+//! the call pipeline (`call.rs`); non-idempotent methods never hedge.
 
 pub use super::HedgePolicy;
