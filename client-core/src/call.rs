@@ -25,6 +25,7 @@
 //! short and how many were made.
 
 use std::fmt;
+use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -291,11 +292,29 @@ impl MethodCall<'_> {
             budget.deposit(start);
         }
         let attempts = AtomicU32::new(0);
-        let result = self.run::<D>(&parts, start, &attempts).await;
+        let attempt = || self.attempt::<D>(&parts);
+        let result = self.run(&attempt, start, &attempts).await;
         result.map_err(|e| {
             self.locate(e, &parts)
                 .with_attempts(attempts.load(Ordering::Relaxed))
         })
+    }
+
+    /// Runs `attempt` through this method's policies (deadline, retry and
+    /// budget, hedging, breaker, bulkhead), without HTTP: what the overhead
+    /// benchmark measures around a transport that answers at once. Not API.
+    #[doc(hidden)]
+    pub async fn run_policies<T, F, Fut>(&self, attempt: F) -> Result<T, Error>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, Error>>,
+    {
+        let start = Instant::now();
+        if let Some(budget) = &self.shared.budget {
+            budget.deposit(start);
+        }
+        let attempts = AtomicU32::new(0);
+        self.run(&attempt, start, &attempts).await
     }
 
     /// Attaches this call's whereabouts to an error (for errors raised while
@@ -310,20 +329,25 @@ impl MethodCall<'_> {
         )
     }
 
-    /// The retry loop, bounded by the deadline.
-    async fn run<D: Decode>(
+    /// The retry loop, bounded by the deadline. `attempt` makes one attempt
+    /// (in the client: build, intercept, send, read, decode).
+    async fn run<T, F, Fut>(
         &self,
-        parts: &RequestParts,
+        attempt: &F,
         start: Instant,
         attempts: &AtomicU32,
-    ) -> Result<D::Output, Error> {
+    ) -> Result<T, Error>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, Error>>,
+    {
         let policy = &self.method.policy;
         let deadline = start + policy.timeout;
         let mut now = start;
         loop {
             let result = match &policy.hedge {
-                None => self.guarded::<D>(parts, now, deadline, attempts).await,
-                Some(hedge) => self.hedged::<D>(parts, hedge, deadline, attempts).await,
+                None => self.guarded(attempt, now, deadline, attempts).await,
+                Some(hedge) => self.hedged(attempt, hedge, deadline, attempts).await,
             };
             let error = match result {
                 Ok(value) => return Ok(value),
@@ -358,18 +382,22 @@ impl MethodCall<'_> {
     /// Races the first attempt against hedges sent every `delay` while no
     /// answer has come; the first success, or the first answer that is not
     /// worth waiting past (a 4xx, say), wins and drops the others.
-    async fn hedged<D: Decode>(
+    async fn hedged<T, F, Fut>(
         &self,
-        parts: &RequestParts,
+        attempt: &F,
         hedge: &HedgePolicy,
         deadline: Instant,
         attempts: &AtomicU32,
-    ) -> Result<D::Output, Error> {
+    ) -> Result<T, Error>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, Error>>,
+    {
         let policy = &self.method.policy;
         let on = policy.retry.map(|r| r.on).unwrap_or_default();
         let mut racing = FuturesUnordered::new();
         let now = Instant::now();
-        racing.push(self.guarded::<D>(parts, now, deadline, attempts));
+        racing.push(self.guarded(attempt, now, deadline, attempts));
         let mut extra = 0;
         let mut next_hedge = now + hedge.delay;
         let mut last_error = None;
@@ -392,7 +420,7 @@ impl MethodCall<'_> {
                     let now = Instant::now();
                     let allowed = self.shared.budget.as_ref().is_none_or(|b| b.withdraw(now));
                     if allowed {
-                        racing.push(self.guarded::<D>(parts, now, deadline, attempts));
+                        racing.push(self.guarded(attempt, now, deadline, attempts));
                         extra += 1;
                         next_hedge = now + hedge.delay;
                     } else {
@@ -405,13 +433,17 @@ impl MethodCall<'_> {
 
     /// One attempt through the breaker and the bulkhead, bounded by the
     /// attempt timeout and the deadline.
-    async fn guarded<D: Decode>(
+    async fn guarded<T, F, Fut>(
         &self,
-        parts: &RequestParts,
+        attempt: &F,
         now: Instant,
         deadline: Instant,
         attempts: &AtomicU32,
-    ) -> Result<D::Output, Error> {
+    ) -> Result<T, Error>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, Error>>,
+    {
         let method = self.method;
         let permit = match &method.breaker {
             Some(breaker) => Some(breaker.admit(now)?),
@@ -427,7 +459,7 @@ impl MethodCall<'_> {
             Some(t) => deadline.min(now + t),
             None => deadline,
         };
-        let result = match tokio::time::timeout_at(limit, self.attempt::<D>(parts)).await {
+        let result = match tokio::time::timeout_at(limit, attempt()).await {
             Ok(result) => result,
             Err(_) => Err(self.timeout_error(limit == deadline, attempt_timeout)),
         };
