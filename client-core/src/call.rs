@@ -277,7 +277,7 @@ impl MethodCall<'_> {
     /// An empty request, sized for this method's path.
     #[inline]
     pub fn request(&self) -> RequestParts {
-        RequestParts::with_capacity(self.method.def.path.len() + 16)
+        RequestParts::new(&self.shared.base, self.method.def.path.len() + 16)
     }
 
     /// Runs the request through the method's policies and decodes the
@@ -509,11 +509,7 @@ impl MethodCall<'_> {
 
     fn build_request<D: Decode>(&self, parts: &RequestParts) -> Result<reqwest::Request, Error> {
         let shared = self.shared;
-        let path_and_query = parts.path_and_query();
-        let mut raw = String::with_capacity(shared.base.len() + path_and_query.len());
-        raw.push_str(&shared.base);
-        raw.push_str(path_and_query);
-        let url = url::Url::parse(&raw)
+        let url = url::Url::parse(parts.url())
             .map_err(|e| Error::invalid_request("the request URL is not valid").with_source(e))?;
         let mut request = reqwest::Request::new(self.method.verb.clone(), url);
         let headers = request.headers_mut();

@@ -92,41 +92,52 @@ pub struct MethodDef {
 /// and the body; every value is checked as it is added, so an invalid
 /// argument fails the call before anything is sent.
 pub struct RequestParts {
-    /// The path, then `?` and the query, relative to the base URL.
-    path_and_query: String,
-    /// Where the query starts in `path_and_query` (its length while there is
-    /// no query).
+    /// The base URL, the path, then `?` and the query: the whole URL, built
+    /// in one buffer so that sending needs no second copy.
+    url: String,
+    /// Where the path starts in `url` (the base URL's length).
+    base_end: usize,
+    /// Where the query starts in `url` (its length while there is no query).
     path_end: usize,
     pub(crate) headers: HeaderMap,
     pub(crate) body: Option<Bytes>,
 }
 
 impl RequestParts {
-    pub(crate) fn with_capacity(capacity: usize) -> Self {
+    /// An empty request to `base` (no trailing slash), with room for
+    /// `capacity` more bytes of path and query.
+    pub(crate) fn new(base: &str, capacity: usize) -> Self {
+        let mut url = String::with_capacity(base.len() + capacity);
+        url.push_str(base);
         RequestParts {
-            path_and_query: String::with_capacity(capacity),
-            path_end: 0,
+            base_end: url.len(),
+            path_end: url.len(),
+            url,
             headers: HeaderMap::new(),
             body: None,
         }
     }
 
-    /// The URL path as built so far, without the query.
+    /// The URL path as built so far, without the base URL or the query.
     pub fn path(&self) -> &str {
-        &self.path_and_query[..self.path_end]
+        &self.url[self.base_end..self.path_end]
     }
 
-    /// The path and the query string, as they will be appended to the base
-    /// URL.
+    /// The path and the query string, as they are appended to the base URL.
     pub fn path_and_query(&self) -> &str {
-        &self.path_and_query
+        &self.url[self.base_end..]
+    }
+
+    /// The whole URL: base, path and query.
+    pub(crate) fn url(&self) -> &str {
+        &self.url
     }
 
     /// Appends a literal piece of the path template (checked by the macro).
     pub fn push_literal(&mut self, piece: &str) {
-        debug_assert_eq!(self.path_end, self.path_and_query.len(), "path after query");
-        self.path_and_query.push_str(piece);
-        self.path_end = self.path_and_query.len();
+        debug_assert_eq!(self.path_end, self.url.len(), "path after query");
+        self.url.push_str(piece);
+        self.path_end = self.url.len();
     }
 
     /// Appends a path parameter, percent-encoded as (part of) one segment.
@@ -144,11 +155,11 @@ impl RequestParts {
         value: &(impl fmt::Display + ?Sized),
         whole_segment: bool,
     ) -> Result<(), Error> {
-        let start = self.path_and_query.len();
-        push_display_encoded(&mut self.path_and_query, value);
-        self.path_end = self.path_and_query.len();
+        let start = self.url.len();
+        push_display_encoded(&mut self.url, value);
+        self.path_end = self.url.len();
         if whole_segment {
-            let written = &self.path_and_query[start..];
+            let written = &self.url[start..];
             let problem = match written {
                 "" => Some("is empty"),
                 "." | ".." => Some("is a dot segment (`.` or `..`)"),
@@ -156,7 +167,7 @@ impl RequestParts {
             };
             if let Some(problem) = problem {
                 let shown = written.to_owned();
-                self.path_and_query.truncate(start);
+                self.url.truncate(start);
                 self.path_end = start;
                 return Err(Error::invalid_request(format!(
                     "path parameter `{name}` {problem}: `{shown}` cannot be a path segment"
@@ -168,15 +179,15 @@ impl RequestParts {
 
     /// Appends one `name=value` query pair, both percent-encoded.
     pub fn push_query(&mut self, name: &str, value: &(impl fmt::Display + ?Sized)) {
-        let sep = if self.path_end == self.path_and_query.len() {
+        let sep = if self.path_end == self.url.len() {
             '?'
         } else {
             '&'
         };
-        self.path_and_query.push(sep);
-        push_encoded(&mut self.path_and_query, name);
-        self.path_and_query.push('=');
-        push_display_encoded(&mut self.path_and_query, value);
+        self.url.push(sep);
+        push_encoded(&mut self.url, name);
+        self.url.push('=');
+        push_display_encoded(&mut self.url, value);
     }
 
     /// Adds a header; the value is checked for characters HTTP forbids.
@@ -283,13 +294,13 @@ mod tests {
 
     #[test]
     fn path_params_are_one_segment_and_dot_segments_refused() {
-        let mut r = RequestParts::with_capacity(0);
+        let mut r = RequestParts::new("http://h", 0);
         r.push_literal("/files/");
         assert!(r.push_path_param("name", "a/b c?#", true).is_ok());
         assert_eq!(r.path(), "/files/a%2Fb%20c%3F%23");
 
         for bad in ["", ".", ".."] {
-            let mut r = RequestParts::with_capacity(0);
+            let mut r = RequestParts::new("http://h", 0);
             r.push_literal("/files/");
             let err = r.push_path_param("name", bad, true).err();
             let msg = err.map(|e| e.to_string()).unwrap_or_default();
@@ -297,14 +308,14 @@ mod tests {
         }
 
         // Part of a segment: `..` is harmless there (`/v..json`).
-        let mut r = RequestParts::with_capacity(0);
+        let mut r = RequestParts::new("http://h", 0);
         r.push_literal("/v");
         assert!(r.push_path_param("ext", "..", false).is_ok());
     }
 
     #[test]
     fn query_pairs_are_joined_and_encoded() {
-        let mut r = RequestParts::with_capacity(0);
+        let mut r = RequestParts::new("http://h", 0);
         r.push_literal("/search");
         r.push_query("q", "a b&c=d");
         r.push_query("tag", &7);
@@ -314,7 +325,7 @@ mod tests {
 
     #[test]
     fn header_values_with_line_breaks_are_refused_without_echoing_them() {
-        let mut r = RequestParts::with_capacity(0);
+        let mut r = RequestParts::new("http://h", 0);
         for bad in ["a\r\nX-Evil: 1", "a\nb", "a\0b"] {
             let err = r.push_header(HeaderName::from_static("x-key"), bad).err();
             let msg = err.map(|e| e.to_string()).unwrap_or_default();
@@ -326,7 +337,7 @@ mod tests {
 
     #[test]
     fn secret_headers_are_hidden_from_debug() {
-        let mut r = RequestParts::with_capacity(0);
+        let mut r = RequestParts::new("http://h", 0);
         assert!(
             r.push_header(HeaderName::from_static("authorization"), "Bearer hunter2")
                 .is_ok()
