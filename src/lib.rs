@@ -185,6 +185,7 @@
 
 // Library code never unwraps: input and the network must not panic it.
 #![warn(clippy::unwrap_used, clippy::expect_used)]
+#![forbid(unsafe_code)]
 
 pub use courier_core::{
     BoxError, CircuitState, ClientBuilder, Config, Error, ErrorKind, Event, Inspect, Interceptor,

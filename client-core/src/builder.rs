@@ -117,8 +117,11 @@ impl<C: ClientSpec> ClientBuilder<C> {
     /// clients, or with TLS roots or a proxy of your own. Its connection pool
     /// is shared by every clone of the built client.
     ///
-    /// Default is a new client with courier's connect timeout and a
-    /// `courier/<version>` user agent.
+    /// Default is a new reqwest client with courier's connect timeout and no
+    /// user agent. Creating one costs milliseconds (mostly loading TLS
+    /// roots), so a program that builds many courier clients can pass one
+    /// shared reqwest client here. (Not shared by default: a reqwest client
+    /// must not be used from two tokio runtimes.)
     pub fn http_client(mut self, client: reqwest::Client) -> Self {
         self.http_client = Some(client);
         self
@@ -337,11 +340,7 @@ impl<C: ClientSpec> ClientBuilder<C> {
                 ));
             }
             (Some(client), None) => client,
-            (None, timeout) => reqwest::Client::builder()
-                .connect_timeout(timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT))
-                .user_agent(concat!("courier/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .map_err(|e| Error::builder("could not create the HTTP client").with_source(e))?,
+            (None, timeout) => new_http_client(timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT))?,
         };
         let shared = Shared {
             service: def.name,
@@ -361,6 +360,13 @@ impl<C: ClientSpec> ClientBuilder<C> {
             self.fallback,
         )))
     }
+}
+
+fn new_http_client(connect_timeout: Duration) -> Result<reqwest::Client, Error> {
+    reqwest::Client::builder()
+        .connect_timeout(connect_timeout)
+        .build()
+        .map_err(|e| Error::builder("could not create the HTTP client").with_source(e))
 }
 
 impl<C: ClientSpec> fmt::Debug for ClientBuilder<C> {

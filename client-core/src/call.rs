@@ -43,7 +43,7 @@ use crate::interceptor::{Interceptor, Outgoing};
 use crate::observe::{Event, EventSink};
 use crate::policy::budget::RetryBudget;
 use crate::policy::bulkhead::Bulkhead;
-use crate::policy::circuit::{CircuitBreaker, CircuitState};
+use crate::policy::circuit::{CircuitBreaker, CircuitState, Rejected};
 use crate::policy::classify::{is_retryable, outcome};
 use crate::policy::fallback::Fallback;
 use crate::policy::retry::{backoff, parse_retry_after};
@@ -276,17 +276,27 @@ pub struct MethodCall<'a> {
 impl MethodCall<'_> {
     /// An empty request, sized for this method's path.
     #[inline]
-    pub fn request(&self) -> RequestParts {
+    fn request(&self) -> RequestParts {
         RequestParts::new(&self.shared.base, self.method.def.path.len() + 16)
     }
 
-    /// Runs the request through the method's policies and decodes the
-    /// answer with `D`.
+    /// One call: `fill` turns the arguments into the request (checking every
+    /// value, so a bad one fails here, before anything is sent), then the
+    /// request runs through the method's policies and the answer is decoded
+    /// with `D`. Generated code calls this once per method call.
     ///
     /// # Errors
     /// The call's failure, with its service, method, verb, path and attempt
     /// count attached.
-    pub async fn send<D: Decode>(&self, parts: RequestParts) -> Result<D::Output, Error> {
+    pub async fn call<D, F>(&self, fill: F) -> Result<D::Output, Error>
+    where
+        D: Decode,
+        F: FnOnce(&mut RequestParts) -> Result<(), Error>,
+    {
+        let mut parts = self.request();
+        if let Err(e) = fill(&mut parts) {
+            return Err(self.locate(e, &parts));
+        }
         let start = Instant::now();
         if let Some(budget) = &self.shared.budget {
             budget.deposit(start);
@@ -298,6 +308,17 @@ impl MethodCall<'_> {
             self.locate(e, &parts)
                 .with_attempts(attempts.load(Ordering::Relaxed))
         })
+    }
+
+    /// Attaches this call's whereabouts to an error.
+    fn locate(&self, error: Error, parts: &RequestParts) -> Error {
+        let def = self.method.def;
+        error.at(
+            self.shared.service,
+            def.name,
+            &self.method.verb,
+            parts.path(),
+        )
     }
 
     /// Runs `attempt` through this method's policies (deadline, retry and
@@ -315,18 +336,6 @@ impl MethodCall<'_> {
         }
         let attempts = AtomicU32::new(0);
         self.run(&attempt, start, &attempts).await
-    }
-
-    /// Attaches this call's whereabouts to an error (for errors raised while
-    /// the arguments were being turned into a request, too).
-    pub fn locate(&self, error: Error, parts: &RequestParts) -> Error {
-        let def = self.method.def;
-        error.at(
-            self.shared.service,
-            def.name,
-            &self.method.verb,
-            parts.path(),
-        )
     }
 
     /// The retry loop, bounded by the deadline. `attempt` makes one attempt
@@ -347,7 +356,9 @@ impl MethodCall<'_> {
         loop {
             let result = match &policy.hedge {
                 None => self.guarded(attempt, now, deadline, attempts).await,
-                Some(hedge) => self.hedged(attempt, hedge, deadline, attempts).await,
+                // Boxed so the hedging state (a set of racing attempts, a
+                // timer) does not grow every call's future, hedged or not.
+                Some(hedge) => Box::pin(self.hedged(attempt, hedge, deadline, attempts)).await,
             };
             let error = match result {
                 Ok(value) => return Ok(value),
@@ -373,7 +384,8 @@ impl MethodCall<'_> {
                 return Err(error.with_budget_exhausted());
             }
             if !wait.is_zero() {
-                tokio::time::sleep(wait).await;
+                // Boxed for the same reason: only retries pay for the timer.
+                Box::pin(tokio::time::sleep(wait)).await;
                 now = Instant::now();
             }
         }
@@ -446,11 +458,16 @@ impl MethodCall<'_> {
     {
         let method = self.method;
         let permit = match &method.breaker {
-            Some(breaker) => Some(breaker.admit(now)?),
+            Some(breaker) => Some(breaker.admit(now).map_err(Rejected::into_error)?),
             None => None,
         };
         let _slot = match &method.bulkhead {
-            Some(bulkhead) => Some(bulkhead.enter(deadline).await?),
+            Some(bulkhead) => Some(match bulkhead.try_enter() {
+                Some(slot) => slot,
+                // Waiting is the rare path: boxed, so its timer and semaphore
+                // future do not grow every call's future.
+                None => Box::pin(bulkhead.wait(deadline)).await?,
+            }),
             None => None,
         };
         attempts.fetch_add(1, Ordering::Relaxed);
@@ -492,10 +509,13 @@ impl MethodCall<'_> {
             .await
             .map_err(transport_error)?;
         let status = response.status();
-        let mut headers = std::mem::take(response.headers_mut());
-        let body = read_body(response, shared.max_response_bytes)
+        // Borrowed, and the headers taken only afterwards: the response is
+        // then stored once in this future, not twice (see `read_body`).
+        let body = read_body(&mut response, shared.max_response_bytes)
             .await
             .map_err(|e| e.with_status(status))?;
+        let mut headers = std::mem::take(response.headers_mut());
+        drop(response);
         if status.is_success() || (D::NOT_FOUND_IS_VALUE && status == StatusCode::NOT_FOUND) {
             D::decode(status, &mut headers, &body)
                 .map_err(|e| e.with_status(status).with_snippet(&body))
@@ -513,7 +533,9 @@ impl MethodCall<'_> {
             .map_err(|e| Error::invalid_request("the request URL is not valid").with_source(e))?;
         let mut request = reqwest::Request::new(self.method.verb.clone(), url);
         let headers = request.headers_mut();
-        headers.clone_from(&parts.headers);
+        for (name, value) in &parts.headers {
+            headers.append(name.clone(), value.clone());
+        }
         for (name, value) in &shared.default_headers {
             if !headers.contains_key(name) {
                 headers.insert(name, value.clone());
@@ -572,7 +594,12 @@ fn status_error(status: StatusCode, body: &[u8]) -> Error {
 /// Reads the whole body, refusing one longer than `limit` without buffering
 /// it: a declared length over the limit fails before reading, and a streamed
 /// body fails as soon as it passes the limit.
-async fn read_body(mut response: reqwest::Response, limit: usize) -> Result<Bytes, Error> {
+///
+/// Reads chunk by chunk rather than with `Response::bytes`, whose future is
+/// over 500 bytes and would be part of every call's future (every call's
+/// future is one allocation, and a smaller one is a faster one). A body
+/// that arrives in one chunk is returned without a copy.
+async fn read_body(response: &mut reqwest::Response, limit: usize) -> Result<Bytes, Error> {
     let too_large = |len: String| {
         Error::new(
             ErrorKind::Body,
@@ -582,27 +609,41 @@ async fn read_body(mut response: reqwest::Response, limit: usize) -> Result<Byte
             ),
         )
     };
-    let body_error = |e: reqwest::Error| {
-        let kind = if e.is_timeout() {
-            ErrorKind::Timeout
-        } else {
-            ErrorKind::Body
-        };
-        Error::new(kind, "").with_source(e.without_url())
-    };
-    if let Some(len) = response.content_length() {
-        if len > limit as u64 {
-            return Err(too_large(len.to_string()));
-        }
-        // hyper stops at the declared length, so this cannot grow past it.
-        return response.bytes().await.map_err(body_error);
+    let declared = response.content_length();
+    if let Some(len) = declared
+        && len > limit as u64
+    {
+        return Err(too_large(len.to_string()));
     }
-    let mut buf = BytesMut::new();
-    while let Some(chunk) = response.chunk().await.map_err(body_error)? {
-        if buf.len() + chunk.len() > limit {
+    let mut first: Option<Bytes> = None;
+    let mut rest = BytesMut::new();
+    loop {
+        let chunk = match response.chunk().await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            Err(e) => {
+                let kind = if e.is_timeout() {
+                    ErrorKind::Timeout
+                } else {
+                    ErrorKind::Body
+                };
+                return Err(Error::new(kind, "").with_source(e.without_url()));
+            }
+        };
+        let so_far = first.as_ref().map_or(0, Bytes::len) + rest.len();
+        if so_far + chunk.len() > limit {
             return Err(too_large(format!("more than {limit}")));
         }
-        buf.extend_from_slice(&chunk);
+        match first.take() {
+            None if rest.is_empty() => first = Some(chunk),
+            None => rest.extend_from_slice(&chunk),
+            Some(earlier) => {
+                let hint = declared.map_or(0, |n| n as usize);
+                rest.reserve((earlier.len() + chunk.len()).max(hint));
+                rest.extend_from_slice(&earlier);
+                rest.extend_from_slice(&chunk);
+            }
+        }
     }
-    Ok(buf.freeze())
+    Ok(first.unwrap_or_else(|| rest.freeze()))
 }

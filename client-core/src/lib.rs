@@ -21,6 +21,7 @@
 
 // Library code never unwraps: input and the network must not panic it.
 #![warn(clippy::unwrap_used, clippy::expect_used)]
+#![forbid(unsafe_code)]
 
 pub mod builder;
 mod call;

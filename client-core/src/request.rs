@@ -10,8 +10,8 @@
 use std::fmt;
 
 use bytes::Bytes;
+use http::Method;
 use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
-use http::{HeaderMap, Method};
 use serde::Serialize;
 
 use crate::Error;
@@ -99,7 +99,10 @@ pub struct RequestParts {
     base_end: usize,
     /// Where the query starts in `url` (its length while there is no query).
     path_end: usize,
-    pub(crate) headers: HeaderMap,
+    /// The call's headers, in order. A list rather than a `HeaderMap`: a call
+    /// has few, and this struct is part of every call's future (96 bytes for
+    /// an empty map against 24 for an empty list).
+    pub(crate) headers: Vec<(HeaderName, HeaderValue)>,
     pub(crate) body: Option<Bytes>,
 }
 
@@ -113,7 +116,7 @@ impl RequestParts {
             base_end: url.len(),
             path_end: url.len(),
             url,
-            headers: HeaderMap::new(),
+            headers: Vec::new(),
             body: None,
         }
     }
@@ -202,7 +205,7 @@ impl RequestParts {
         value: &(impl fmt::Display + ?Sized),
     ) -> Result<(), Error> {
         let value = header_value(&name, value.to_string())?;
-        self.headers.append(name, value);
+        self.headers.push((name, value));
         Ok(())
     }
 
@@ -244,7 +247,7 @@ impl RequestParts {
 
     fn set_body(&mut self, body: Bytes, content_type: &'static str) {
         self.headers
-            .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+            .push((CONTENT_TYPE, HeaderValue::from_static(content_type)));
         self.body = Some(body);
     }
 }

@@ -147,20 +147,12 @@ fn method_impl(index: usize, method: &MethodModel) -> TokenStream {
         #(#cfg_attrs)*
         #sig {
             let __courier_call = self.__courier_rt.method(#index);
-            let mut __courier_req = __courier_call.request();
-            let __courier_fill = |__courier_req: &mut ::courier::__private::RequestParts|
-                -> ::core::result::Result<(), ::courier::__private::Error> {
-                #(#fill)*
-                ::core::result::Result::Ok(())
-            };
-            let __courier_result = match __courier_fill(&mut __courier_req) {
-                ::core::result::Result::Ok(()) => {
-                    __courier_call.send::<#decoder>(__courier_req).await
-                }
-                ::core::result::Result::Err(__courier_err) => ::core::result::Result::Err(
-                    __courier_call.locate(__courier_err, &__courier_req),
-                ),
-            };
+            let __courier_result = __courier_call
+                .call::<#decoder, _>(|__courier_req: &mut ::courier::__private::RequestParts| {
+                    #(#fill)*
+                    ::core::result::Result::Ok(())
+                })
+                .await;
             match __courier_result {
                 ::core::result::Result::Ok(__courier_value) => {
                     ::core::result::Result::Ok(__courier_value)

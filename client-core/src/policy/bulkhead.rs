@@ -35,9 +35,23 @@ impl Bulkhead {
     /// # Errors
     /// [`ErrorKind::BulkheadFull`] when no slot came free in time.
     pub async fn enter(&self, deadline: Instant) -> Result<SemaphorePermit<'_>, Error> {
-        if let Ok(permit) = self.slots.try_acquire() {
-            return Ok(permit);
+        match self.try_enter() {
+            Some(permit) => Ok(permit),
+            None => self.wait(deadline).await,
         }
+    }
+
+    /// Takes a free slot, if there is one: the fast path, no future.
+    #[inline]
+    pub fn try_enter(&self) -> Option<SemaphorePermit<'_>> {
+        self.slots.try_acquire().ok()
+    }
+
+    /// Waits up to `max_wait` (never past `deadline`) for a slot.
+    ///
+    /// # Errors
+    /// [`ErrorKind::BulkheadFull`] when no slot came free in time.
+    pub async fn wait(&self, deadline: Instant) -> Result<SemaphorePermit<'_>, Error> {
         if !self.policy.max_wait.is_zero() {
             let until = deadline.min(Instant::now() + self.policy.max_wait);
             if let Ok(Ok(permit)) = tokio::time::timeout_at(until, self.slots.acquire()).await {

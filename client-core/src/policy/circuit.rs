@@ -120,6 +120,8 @@ const SLOW: u8 = 4;
 pub struct CircuitBreaker {
     name: Box<str>,
     policy: CircuitPolicy,
+    /// `policy.open_for` in nanoseconds.
+    open_for: u64,
     epoch: Instant,
     word: AtomicU64,
     /// When the breaker last opened, in nanoseconds since `epoch`.
@@ -137,6 +139,7 @@ impl CircuitBreaker {
         let window = policy.window.clamp(1, MAX_WINDOW) as usize;
         CircuitBreaker {
             name: name.into(),
+            open_for: u64::try_from(policy.open_for.as_nanos()).unwrap_or(u64::MAX),
             policy,
             epoch: Instant::now(),
             word: AtomicU64::new(Word::new(CLOSED, 0, 0, 0).0),
@@ -161,31 +164,49 @@ impl CircuitBreaker {
         Word(self.word.load(Ordering::Acquire)).public()
     }
 
+    /// Nanoseconds since the breaker was made (u64 arithmetic: 584 years).
+    #[inline]
     fn nanos(&self, now: Instant) -> u64 {
-        u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+        let d = now.saturating_duration_since(self.epoch);
+        d.as_secs()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::from(d.subsec_nanos()))
     }
 
     /// Asks to make one attempt.
     ///
     /// # Errors
-    /// [`ErrorKind::CircuitOpen`] when the breaker is open, or half-open with
-    /// all its trial calls already in flight.
+    /// A [`Rejected`] (no allocation) when the breaker is open, or half-open
+    /// with all its trial calls already in flight; it turns into an
+    /// [`ErrorKind::CircuitOpen`] error with [`Rejected::into_error`].
     #[inline]
-    pub fn admit(&self, now: Instant) -> Result<Permit<'_>, Error> {
+    pub fn admit(&self, now: Instant) -> Result<Permit<'_>, Rejected<'_>> {
         let word = Word(self.word.load(Ordering::Acquire));
-        if word.state() == CLOSED {
-            return Ok(Permit {
+        match word.state() {
+            CLOSED => Ok(Permit {
                 breaker: self,
                 generation: word.generation(),
                 trial: false,
                 done: false,
-            });
+            }),
+            OPEN => {
+                // The common rejection, kept inline: one load, one subtraction.
+                let opened = self.opened_at.load(Ordering::Acquire);
+                let elapsed = self.nanos(now).saturating_sub(opened);
+                if elapsed < self.open_for {
+                    return Err(Rejected {
+                        breaker: self,
+                        open_for_another: Some(Duration::from_nanos(self.open_for - elapsed)),
+                    });
+                }
+                self.admit_slow(word, now)
+            }
+            _ => self.admit_slow(word, now),
         }
-        self.admit_slow(word, now)
     }
 
     #[cold]
-    fn admit_slow(&self, mut word: Word, now: Instant) -> Result<Permit<'_>, Error> {
+    fn admit_slow(&self, mut word: Word, now: Instant) -> Result<Permit<'_>, Rejected<'_>> {
         loop {
             match word.state() {
                 CLOSED => {
@@ -198,15 +219,12 @@ impl CircuitBreaker {
                 }
                 OPEN => {
                     let opened = self.opened_at.load(Ordering::Acquire);
-                    let open_for =
-                        u64::try_from(self.policy.open_for.as_nanos()).unwrap_or(u64::MAX);
                     let elapsed = self.nanos(now).saturating_sub(opened);
-                    if elapsed < open_for {
-                        let left = Duration::from_nanos(open_for - elapsed);
-                        return Err(self.open_error(format!(
-                            "`{}` rejects calls for another {left:?}",
-                            self.name
-                        )));
+                    if elapsed < self.open_for {
+                        return Err(Rejected {
+                            breaker: self,
+                            open_for_another: Some(Duration::from_nanos(self.open_for - elapsed)),
+                        });
                     }
                     let half = word.next(HALF_OPEN);
                     match self.cas(word, half) {
@@ -219,10 +237,10 @@ impl CircuitBreaker {
                 }
                 _ => {
                     if word.issued() >= u64::from(self.policy.half_open_calls) {
-                        return Err(self.open_error(format!(
-                            "`{}` is half-open and its {} trial calls are in flight",
-                            self.name, self.policy.half_open_calls
-                        )));
+                        return Err(Rejected {
+                            breaker: self,
+                            open_for_another: None,
+                        });
                     }
                     let taken = Word(word.0 + (1 << 2));
                     match self.cas(word, taken) {
@@ -239,10 +257,6 @@ impl CircuitBreaker {
                 }
             }
         }
-    }
-
-    fn open_error(&self, message: String) -> Error {
-        Error::new(ErrorKind::CircuitOpen, message)
     }
 
     fn cas(&self, from: Word, to: Word) -> Result<(), Word> {
@@ -373,6 +387,31 @@ impl fmt::Debug for CircuitBreaker {
     }
 }
 
+/// A call the breaker turned away. Cheap (no allocation); the call
+/// pipeline turns it into an error.
+#[derive(Debug, Clone, Copy)]
+pub struct Rejected<'a> {
+    breaker: &'a CircuitBreaker,
+    /// Open: how long it stays open. `None`: half-open, trials in flight.
+    open_for_another: Option<Duration>,
+}
+
+impl Rejected<'_> {
+    /// The [`ErrorKind::CircuitOpen`] error for this rejection.
+    #[cold]
+    pub fn into_error(self) -> Error {
+        let name = &self.breaker.name;
+        let message = match self.open_for_another {
+            Some(left) => format!("`{name}` rejects calls for another {left:?}"),
+            None => format!(
+                "`{name}` is half-open and its {} trial calls are in flight",
+                self.breaker.policy.half_open_calls
+            ),
+        };
+        Error::new(ErrorKind::CircuitOpen, message)
+    }
+}
+
 /// Leave to make one attempt; record its outcome with [`Permit::record`].
 /// Dropping it unrecorded (a cancelled call) gives a half-open trial slot
 /// back.
@@ -452,7 +491,9 @@ mod tests {
 
     fn call(b: &CircuitBreaker, outcome: Outcome) -> Result<(), Error> {
         let now = Instant::now();
-        b.admit(now)?.record(outcome, FAST, now);
+        b.admit(now)
+            .map_err(Rejected::into_error)?
+            .record(outcome, FAST, now);
         Ok(())
     }
 
