@@ -473,8 +473,8 @@ async fn pipeline<C: ClientSpec>(client: &C, index: usize, n: u64) -> (f64, f64)
 
 // ===== main =====
 
-/// `COURIER_BENCH_STACK=<0..4> COURIER_BENCH_CALLS=<n>`: make `n`
-/// sequential calls on one stack and exit; for instruction counts under
+/// `COURIER_BENCH_STACK=<0..4> COURIER_BENCH_CALLS=<n>`: make `n` calls on
+/// one stack (`COURIER_BENCH_CONCURRENCY` at a time, default 1) and exit; for instruction counts under
 /// `valgrind --tool=callgrind`, which are repeatable on a noisy machine.
 /// Run twice with different `n`; the difference over the difference in
 /// calls is the instructions per call (client and server threads).
@@ -490,11 +490,26 @@ fn profile_one(stack: usize, calls: u64) {
             eprintln!("no stack {stack}: 0 to {}", stacks.len() - 1);
             return;
         };
+        let concurrency: u64 = std::env::var("COURIER_BENCH_CONCURRENCY")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1);
+        let mut tasks = tokio::task::JoinSet::new();
+        for t in 0..concurrency {
+            let stack = Arc::clone(stack);
+            tasks.spawn(async move {
+                let mut failed = 0u64;
+                for id in (t..calls).step_by(concurrency as usize) {
+                    if !stack.get(id).await {
+                        failed += 1;
+                    }
+                }
+                failed
+            });
+        }
         let mut failed = 0;
-        for id in 0..calls {
-            if !stack.get(id).await {
-                failed += 1;
-            }
+        while let Some(done) = tasks.join_next().await {
+            failed += done.unwrap_or(0);
         }
         println!("{}: {calls} calls, {failed} failed", stack.name());
     });
@@ -512,11 +527,17 @@ fn main() {
         return profile_one(stack, calls);
     }
     let quick = std::env::var_os("COURIER_BENCH_QUICK").is_some();
-    let (rounds, length, micro_n) = if quick {
+    let (mut rounds, length, micro_n) = if quick {
         (1, Duration::from_millis(200), 200_000)
     } else {
         (3, Duration::from_secs(2), 20_000_000)
     };
+    if let Some(n) = std::env::var("COURIER_BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        rounds = n;
+    }
     let addr = start_server();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -529,8 +550,22 @@ fn main() {
     );
 
     rt.block_on(async {
-        let stacks = stacks(addr);
-        let concurrencies = [1usize, 64];
+        // Knobs for digging into one case: COURIER_BENCH_STACKS=1,2 keeps
+        // those stacks (ratios need 0 and 1), COURIER_BENCH_CONCURRENCY=64.
+        let list = |var: &str| -> Option<Vec<usize>> {
+            let text = std::env::var(var).ok()?;
+            Some(text.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        };
+        let mut stacks = stacks(addr);
+        let filtered = std::env::var_os("COURIER_BENCH_STACKS").is_some();
+        if let Some(keep) = list("COURIER_BENCH_STACKS") {
+            let mut i = 0;
+            stacks.retain(|_| {
+                i += 1;
+                keep.contains(&(i - 1))
+            });
+        }
+        let concurrencies = list("COURIER_BENCH_CONCURRENCY").unwrap_or_else(|| vec![1, 64]);
         let mut results: Vec<Vec<Samples>> = concurrencies
             .iter()
             .map(|_| stacks.iter().map(|_| Samples::default()).collect())
@@ -553,8 +588,13 @@ fn main() {
                 "| stack | req/s median (min–max) | p50 µs | p99 µs | p99.9 µs | vs reqwest | vs hyper |"
             );
             println!("|---|---|---|---|---|---|---|");
-            let med = |s: usize| median(&results[c][s].rps);
-            let (hyper_rps, reqwest_rps) = (med(0), med(1));
+            let med = |name: &str| {
+                stacks
+                    .iter()
+                    .position(|s| s.name() == name)
+                    .map_or(f64::NAN, |s| median(&results[c][s].rps))
+            };
+            let (hyper_rps, reqwest_rps) = (med("raw hyper-util"), med("raw reqwest"));
             for (s, stack) in stacks.iter().enumerate() {
                 let samples = &mut results[c][s];
                 samples.latencies.sort_unstable();
@@ -584,6 +624,9 @@ fn main() {
             println!();
         }
 
+        if filtered {
+            return; // the sections below need every stack
+        }
         println!("### Allocations per call (client thread only)\n");
         println!("| stack | GET allocations/call |");
         println!("|---|---|");

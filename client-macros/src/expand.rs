@@ -50,11 +50,15 @@ pub(crate) fn client(model: &ClientModel) -> TokenStream {
     };
     let defs = model.methods.iter().map(method_def);
     let trait_policy = model.policy.to_tokens();
-    let impls = model
+    let inherent = model
         .methods
         .iter()
         .enumerate()
-        .map(|(index, method)| method_impl(index, method));
+        .map(|(index, method)| inherent_method(vis, index, method));
+    let impls = model
+        .methods
+        .iter()
+        .map(|method| trait_method(&client_ident, method));
     let struct_doc = format!(
         "A courier HTTP client for the `{name}` service, implementing [`{trait_ident}`].\n\n\
          Build one with [`{client_ident}::builder()`]. Clones share the connection pool \
@@ -79,6 +83,8 @@ pub(crate) fn client(model: &ClientModel) -> TokenStream {
             #vis fn builder() -> ::courier::__private::ClientBuilder<Self> {
                 ::courier::__private::ClientBuilder::new()
             }
+
+            #(#inherent)*
         }
 
         impl ::core::fmt::Debug for #client_ident {
@@ -136,16 +142,19 @@ fn method_def(method: &MethodModel) -> TokenStream {
     }
 }
 
-fn method_impl(index: usize, method: &MethodModel) -> TokenStream {
+/// The method itself, as an inherent `async fn` of the client: a call on
+/// the concrete client type resolves here first, so its future is not boxed
+/// (one allocation fewer per call than through the trait).
+fn inherent_method(vis: &syn::Visibility, index: usize, method: &MethodModel) -> TokenStream {
     let sig = &method.sig;
-    let cfg_attrs = &method.cfg_attrs;
+    let attrs = &method.kept_attrs;
     let decoder = &method.decoder;
     let fill = fill_request(method);
     let ident = &method.sig.ident;
     let args = method.params.iter().map(|p| &p.ident);
     quote! {
-        #(#cfg_attrs)*
-        #sig {
+        #(#attrs)*
+        #vis #sig {
             let __courier_call = self.__courier_rt.method(#index);
             let __courier_result = __courier_call
                 .call::<#decoder, _>(|__courier_req: &mut ::courier::__private::RequestParts| {
@@ -166,6 +175,21 @@ fn method_impl(index: usize, method: &MethodModel) -> TokenStream {
                     ::core::result::Result::Err(::core::convert::From::from(__courier_err))
                 }
             }
+        }
+    }
+}
+
+/// The trait's method (boxed by `async_trait`, for `dyn Trait`), delegating
+/// to the inherent one.
+fn trait_method(client: &syn::Ident, method: &MethodModel) -> TokenStream {
+    let sig = &method.sig;
+    let cfg_attrs = &method.cfg_attrs;
+    let ident = &method.sig.ident;
+    let args = method.params.iter().map(|p| &p.ident);
+    quote! {
+        #(#cfg_attrs)*
+        #sig {
+            #client::#ident(self, #(#args),*).await
         }
     }
 }

@@ -116,8 +116,11 @@ impl Verb {
 pub(crate) struct MethodModel {
     /// The signature with courier's parameter attributes removed.
     pub(crate) sig: Signature,
-    /// `#[cfg]`-like attributes to repeat on the implementation.
+    /// `#[cfg]`-like attributes to repeat on the trait implementation.
     pub(crate) cfg_attrs: Vec<Attribute>,
+    /// Rust's own attributes of the method (docs, `cfg`, lints,
+    /// `deprecated`), repeated on the client's inherent method.
+    pub(crate) kept_attrs: Vec<Attribute>,
     pub(crate) verb: Verb,
     /// Client prefix and method template, e.g. `/api/v1/users/{id}`.
     pub(crate) full_path: String,
@@ -465,6 +468,12 @@ impl MethodModel {
         Some(MethodModel {
             sig: method.sig.clone(),
             cfg_attrs,
+            kept_attrs: method
+                .attrs
+                .iter()
+                .filter(|a| attr_name(a).is_some_and(|n| PASSTHROUGH.contains(&n.as_str())))
+                .cloned()
+                .collect(),
             verb,
             full_path: format!("{prefix}{}", template.value()),
             pieces: with_prefix(prefix, pieces),
