@@ -1,7 +1,7 @@
 //! courier's overhead benchmark: what the resilience costs next to the
 //! network.
 //!
-//! `cargo bench --bench overhead` (about two minutes), or with
+//! `cargo bench --bench overhead` (about three minutes), or with
 //! `COURIER_BENCH_QUICK=1` (a few seconds; CI runs it so this never rots, and
 //! does not judge the numbers).
 //!
@@ -530,7 +530,7 @@ fn main() {
     let (mut rounds, length, micro_n) = if quick {
         (1, Duration::from_millis(200), 200_000)
     } else {
-        (3, Duration::from_secs(2), 20_000_000)
+        (5, Duration::from_secs(2), 20_000_000)
     };
     if let Some(n) = std::env::var("COURIER_BENCH_ROUNDS")
         .ok()
