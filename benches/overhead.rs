@@ -250,32 +250,26 @@ impl Stack {
                 serde_json::from_slice::<User>(&body.to_bytes()).is_ok()
             }
             Stack::Reqwest(client, base) => {
-                let Ok(resp) = client.get(format!("{base}/users/{id}")).send().await else {
-                    return false;
-                };
-                if !resp.status().is_success() {
-                    return false;
-                }
-                let Ok(body) = resp.bytes().await else {
-                    return false;
-                };
-                serde_json::from_slice::<User>(&body).is_ok()
+                decode(client.get(format!("{base}/users/{id}")).send().await.ok()).await
             }
             Stack::Courier(client) | Stack::CourierAll(client) => client.get(id).await.is_ok(),
             Stack::Middleware(client, base) => {
-                let Ok(resp) = client.get(format!("{base}/users/{id}")).send().await else {
-                    return false;
-                };
-                if !resp.status().is_success() {
-                    return false;
-                }
-                let Ok(body) = resp.bytes().await else {
-                    return false;
-                };
-                serde_json::from_slice::<User>(&body).is_ok()
+                decode(client.get(format!("{base}/users/{id}")).send().await.ok()).await
             }
         }
     }
+}
+
+/// What a reqwest user writes after `send()`: check the status, read,
+/// decode.
+async fn decode(resp: Option<reqwest::Response>) -> bool {
+    let Some(resp) = resp.filter(|r| r.status().is_success()) else {
+        return false;
+    };
+    let Ok(body) = resp.bytes().await else {
+        return false;
+    };
+    serde_json::from_slice::<User>(&body).is_ok()
 }
 
 fn stacks(addr: SocketAddr) -> Vec<Arc<Stack>> {

@@ -183,48 +183,45 @@ impl CircuitBreaker {
     pub fn admit(&self, now: Instant) -> Result<Permit<'_>, Rejected<'_>> {
         let word = Word(self.word.load(Ordering::Acquire));
         match word.state() {
-            CLOSED => Ok(Permit {
-                breaker: self,
-                generation: word.generation(),
-                trial: false,
-                done: false,
-            }),
-            OPEN => {
-                // The common rejection, kept inline: one load, one subtraction.
-                let opened = self.opened_at.load(Ordering::Acquire);
-                let elapsed = self.nanos(now).saturating_sub(opened);
-                if elapsed < self.open_for {
-                    return Err(Rejected {
-                        breaker: self,
-                        open_for_another: Some(Duration::from_nanos(self.open_for - elapsed)),
-                    });
-                }
-                self.admit_slow(word, now)
-            }
+            CLOSED => Ok(self.permit(word, false)),
+            // The common rejection, kept inline: one load, one subtraction.
+            OPEN => match self.still_open(now) {
+                Some(rejected) => Err(rejected),
+                None => self.admit_slow(word, now),
+            },
             _ => self.admit_slow(word, now),
         }
+    }
+
+    #[inline]
+    fn permit(&self, word: Word, trial: bool) -> Permit<'_> {
+        Permit {
+            breaker: self,
+            generation: word.generation(),
+            trial,
+            done: false,
+        }
+    }
+
+    /// The rejection of an open breaker whose `open_for` has not passed.
+    #[inline]
+    fn still_open(&self, now: Instant) -> Option<Rejected<'_>> {
+        let opened = self.opened_at.load(Ordering::Acquire);
+        let elapsed = self.nanos(now).saturating_sub(opened);
+        (elapsed < self.open_for).then(|| Rejected {
+            breaker: self,
+            open_for_another: Some(Duration::from_nanos(self.open_for - elapsed)),
+        })
     }
 
     #[cold]
     fn admit_slow(&self, mut word: Word, now: Instant) -> Result<Permit<'_>, Rejected<'_>> {
         loop {
             match word.state() {
-                CLOSED => {
-                    return Ok(Permit {
-                        breaker: self,
-                        generation: word.generation(),
-                        trial: false,
-                        done: false,
-                    });
-                }
+                CLOSED => return Ok(self.permit(word, false)),
                 OPEN => {
-                    let opened = self.opened_at.load(Ordering::Acquire);
-                    let elapsed = self.nanos(now).saturating_sub(opened);
-                    if elapsed < self.open_for {
-                        return Err(Rejected {
-                            breaker: self,
-                            open_for_another: Some(Duration::from_nanos(self.open_for - elapsed)),
-                        });
+                    if let Some(rejected) = self.still_open(now) {
+                        return Err(rejected);
                     }
                     let half = word.next(HALF_OPEN);
                     match self.cas(word, half) {
@@ -244,14 +241,7 @@ impl CircuitBreaker {
                     }
                     let taken = Word(word.0 + (1 << 2));
                     match self.cas(word, taken) {
-                        Ok(()) => {
-                            return Ok(Permit {
-                                breaker: self,
-                                generation: word.generation(),
-                                trial: true,
-                                done: false,
-                            });
-                        }
+                        Ok(()) => return Ok(self.permit(word, true)),
                         Err(current) => word = current,
                     }
                 }
