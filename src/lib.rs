@@ -188,8 +188,9 @@
 #![forbid(unsafe_code)]
 
 pub use courier_core::{
-    BoxError, CircuitState, ClientBuilder, Config, Error, ErrorKind, Event, Inspect, Interceptor,
-    MethodPolicy, Outgoing, Response, builder, codec, config, interceptor, observe, policy,
+    Balance, BoxError, CircuitState, ClientBuilder, Config, Discovery, Error, ErrorKind, Event,
+    Inspect, Instance, Interceptor, MethodPolicy, Outgoing, OutlierEjection, Response,
+    StaticDiscovery, balance, builder, codec, config, discovery, interceptor, observe, policy,
     request,
 };
 

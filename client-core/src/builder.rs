@@ -15,8 +15,10 @@ use std::time::Duration;
 use http::HeaderMap;
 use http::header::HeaderName;
 
-use crate::call::{ClientSpec, IntoFallback, MethodRuntime, Runtime, Shared};
+use crate::balance::{Balance, Balancer, OutlierEjection};
+use crate::call::{ClientSpec, IntoFallback, MethodRuntime, Runtime, Shared, Target};
 use crate::config::{ClientConfig, Config};
+use crate::discovery::Discovery;
 use crate::interceptor::Interceptor;
 use crate::observe::{Event, EventSink};
 use crate::policy::budget::RetryBudget;
@@ -63,6 +65,9 @@ pub struct ClientBuilder<C: ClientSpec> {
     budget: Option<(f32, u32)>,
     fallback: Option<Fallback<C::Api>>,
     events: EventSink,
+    discovery: Option<Arc<dyn Discovery>>,
+    balance: Balance,
+    ejection: Option<OutlierEjection>,
     error: Option<Error>,
     _client: PhantomData<fn() -> C>,
 }
@@ -88,6 +93,9 @@ impl<C: ClientSpec> ClientBuilder<C> {
             budget: Some((defaults::BUDGET_RATIO, defaults::BUDGET_MIN_PER_SEC)),
             fallback: None,
             events: EventSink::none(),
+            discovery: None,
+            balance: Balance::default(),
+            ejection: Some(OutlierEjection::default()),
             error: None,
             _client: PhantomData,
         }
@@ -265,6 +273,51 @@ impl<C: ClientSpec> ClientBuilder<C> {
         self
     }
 
+    /// Where the instances of the service come from, by the trait's `name`.
+    /// Calls are balanced over them ([`balance`](Self::balance)), a retry
+    /// goes to another instance when there is one, and failing instances
+    /// are ejected for a while ([`outlier_ejection`](Self::outlier_ejection)).
+    /// An explicit [`base_url`](Self::base_url), or the trait's `url`, wins
+    /// over discovery, as Feign's `url` does. The client must be built inside
+    /// a tokio runtime: it follows the discovery's changes on a task.
+    ///
+    /// Default is none.
+    pub fn discovery(mut self, discovery: impl Discovery) -> Self {
+        self.discovery = Some(Arc::new(discovery));
+        self
+    }
+
+    /// How calls are spread over discovered instances.
+    ///
+    /// Default is [`Balance::PeakEwma`] (power of two choices over peak-EWMA
+    /// latency weighted by in-flight calls).
+    pub fn balance(mut self, balance: Balance) -> Self {
+        self.balance = balance;
+        self
+    }
+
+    /// When a discovered instance is ejected for failing.
+    ///
+    /// Default is [`OutlierEjection::default`]: 5 consecutive failures, 30 s
+    /// × the times ejected, at most 300 s, at most half the set.
+    pub fn outlier_ejection(mut self, ejection: OutlierEjection) -> Self {
+        if ejection.consecutive_failures == 0 {
+            self.fail(Error::builder(
+                "outlier ejection needs at least 1 consecutive failure",
+            ));
+        }
+        self.ejection = Some(ejection);
+        self
+    }
+
+    /// Never ejects instances.
+    ///
+    /// Default is ejection on (see [`outlier_ejection`](Self::outlier_ejection)).
+    pub fn no_outlier_ejection(mut self) -> Self {
+        self.ejection = None;
+        self
+    }
+
     /// Resolves each method's policy and creates its breaker and bulkhead.
     fn methods(&self) -> Result<Box<[MethodRuntime]>, Error> {
         let def = C::DEF;
@@ -321,13 +374,19 @@ impl<C: ClientSpec> ClientBuilder<C> {
         }
         let def = C::DEF;
         let methods = self.methods()?;
-        let base = match (self.base_url, def.url) {
-            (Some(url), _) => url,
-            (None, Some(url)) => normalize_base_url(url)?,
-            (None, None) => {
+        let target = match (self.base_url, def.url, self.discovery) {
+            (Some(url), _, _) => Target::Fixed(url.into_boxed_str()),
+            (None, Some(url), _) => Target::Fixed(normalize_base_url(url)?.into_boxed_str()),
+            (None, None, Some(discovery)) => Target::Balanced(balancer(
+                def.name,
+                &*discovery,
+                self.balance,
+                self.ejection,
+            )?),
+            (None, None, None) => {
                 return Err(Error::builder(format!(
-                    "no base URL for service `{}`: call `.base_url(…)` on the builder \
-                     or set `url = \"…\"` in `#[client(…)]`",
+                    "no base URL for service `{}`: call `.base_url(…)` or `.discovery(…)` \
+                     on the builder, or set `url = \"…\"` in `#[client(…)]`",
                     def.name
                 )));
             }
@@ -345,7 +404,7 @@ impl<C: ClientSpec> ClientBuilder<C> {
         let shared = Shared {
             service: def.name,
             http,
-            base: base.into_boxed_str(),
+            target,
             default_headers: self.default_headers,
             interceptors: self.interceptors.into_boxed_slice(),
             max_response_bytes: self.max_response_bytes,
@@ -360,6 +419,40 @@ impl<C: ClientSpec> ClientBuilder<C> {
             self.fallback,
         )))
     }
+}
+
+/// A balancer fed by `discovery`, kept up to date by a task on the current
+/// runtime until the client (its last clone) is dropped or the discovery
+/// stops sending.
+fn balancer(
+    service: &'static str,
+    discovery: &dyn Discovery,
+    kind: Balance,
+    ejection: Option<OutlierEjection>,
+) -> Result<Arc<Balancer>, Error> {
+    let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+        Error::builder(
+            "a client with discovery must be built inside a tokio runtime: \
+             it follows the instance set on a task",
+        )
+    })?;
+    let balancer = Arc::new(Balancer::new(service, kind, ejection));
+    let mut changes = discovery.subscribe(service);
+    if let Some(instances) = changes.borrow_and_update().clone() {
+        balancer.update(&instances);
+    }
+    let weak = Arc::downgrade(&balancer);
+    runtime.spawn(async move {
+        while changes.changed().await.is_ok() {
+            let Some(balancer) = weak.upgrade() else {
+                break;
+            };
+            if let Some(instances) = changes.borrow_and_update().clone() {
+                balancer.update(&instances);
+            }
+        }
+    });
+    Ok(balancer)
 }
 
 fn new_http_client(connect_timeout: Duration) -> Result<reqwest::Client, Error> {
@@ -380,6 +473,8 @@ impl<C: ClientSpec> fmt::Debug for ClientBuilder<C> {
             .field("config", &self.config.as_ref().map(|(source, _)| source))
             .field("retry_budget", &self.budget)
             .field("fallback", &self.fallback)
+            .field("discovery", &self.discovery.is_some())
+            .field("balance", &self.balance)
             .field("error", &self.error)
             .finish_non_exhaustive()
     }

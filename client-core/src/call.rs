@@ -28,7 +28,7 @@ use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
@@ -38,6 +38,7 @@ use http::header::{ACCEPT, HeaderValue, RETRY_AFTER};
 use http::{HeaderMap, Method, StatusCode};
 use tokio::time::Instant;
 
+use crate::balance::Balancer;
 use crate::codec::Decode;
 use crate::interceptor::{Interceptor, Outgoing};
 use crate::observe::{Event, EventSink};
@@ -89,13 +90,30 @@ pub trait IntoFallback<F>: ClientSpec {
 pub(crate) struct Shared {
     pub(crate) service: &'static str,
     pub(crate) http: reqwest::Client,
-    /// Base URL without a trailing slash.
-    pub(crate) base: Box<str>,
+    /// Where calls go.
+    pub(crate) target: Target,
     pub(crate) default_headers: HeaderMap,
     pub(crate) interceptors: Box<[Arc<dyn Interceptor>]>,
     pub(crate) max_response_bytes: usize,
     pub(crate) budget: Option<RetryBudget>,
     pub(crate) events: EventSink,
+}
+
+/// Where a client's calls go: one base URL, or instances from discovery.
+pub(crate) enum Target {
+    /// A base URL without a trailing slash.
+    Fixed(Box<str>),
+    /// Discovered instances, balanced.
+    Balanced(Arc<Balancer>),
+}
+
+impl fmt::Debug for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Fixed(base) => fmt::Debug::fmt(base, f),
+            Target::Balanced(balancer) => fmt::Debug::fmt(balancer, f),
+        }
+    }
 }
 
 /// One method's runtime, resolved when the client is built.
@@ -166,9 +184,21 @@ impl<C: ClientSpec> Runtime<C> {
         Some(api)
     }
 
-    /// The base URL calls go to.
-    pub fn base_url(&self) -> &str {
-        &self.inner.shared.base
+    /// The base URL calls go to; `None` when the client balances over
+    /// discovered instances (see [`balancer`](Self::balancer)).
+    pub fn base_url(&self) -> Option<&str> {
+        match &self.inner.shared.target {
+            Target::Fixed(base) => Some(base),
+            Target::Balanced(_) => None,
+        }
+    }
+
+    /// The balancer, when the client uses discovery.
+    pub fn balancer(&self) -> Option<&Balancer> {
+        match &self.inner.shared.target {
+            Target::Fixed(_) => None,
+            Target::Balanced(balancer) => Some(balancer),
+        }
     }
 
     fn find(&self, method: &str) -> Option<&MethodRuntime> {
@@ -212,7 +242,7 @@ impl<C: ClientSpec> fmt::Debug for Runtime<C> {
         let methods: Vec<_> = self.inner.methods.iter().map(|m| m.def.name).collect();
         f.debug_struct("Client")
             .field("service", &shared.service)
-            .field("base_url", &shared.base)
+            .field("target", &shared.target)
             .field("methods", &methods)
             .field("default_headers", &shared.default_headers)
             .field("interceptors", &shared.interceptors.len())
@@ -248,6 +278,10 @@ pub trait Inspect {
 
     /// Retries the client's budget would allow right now.
     fn retry_budget_remaining(&self) -> Option<u64>;
+
+    /// The balancer over discovered instances (their state, ejections);
+    /// `None` for a client with a fixed base URL.
+    fn balancer(&self) -> Option<&Balancer>;
 }
 
 impl<C: ClientSpec> Inspect for C {
@@ -261,6 +295,10 @@ impl<C: ClientSpec> Inspect for C {
 
     fn retry_budget_remaining(&self) -> Option<u64> {
         self.runtime().retry_budget_remaining()
+    }
+
+    fn balancer(&self) -> Option<&Balancer> {
+        self.runtime().balancer()
     }
 }
 
@@ -277,7 +315,12 @@ impl MethodCall<'_> {
     /// An empty request, sized for this method's path.
     #[inline]
     fn request(&self) -> RequestParts {
-        RequestParts::new(&self.shared.base, self.method.def.path.len() + 16)
+        let base = match &self.shared.target {
+            Target::Fixed(base) => base,
+            // Each attempt prefixes its instance's base URL.
+            Target::Balanced(_) => "",
+        };
+        RequestParts::new(base, self.method.def.path.len() + 16)
     }
 
     /// One call: `fill` turns the arguments into the request (checking every
@@ -302,7 +345,8 @@ impl MethodCall<'_> {
             budget.deposit(start);
         }
         let attempts = AtomicU32::new(0);
-        let attempt = || self.attempt::<D>(&parts);
+        let last_instance = AtomicU64::new(0);
+        let attempt = || self.attempt::<D>(&parts, &last_instance);
         let result = self.run(&attempt, start, &attempts).await;
         result.map_err(|e| {
             self.locate(e, &parts)
@@ -500,9 +544,54 @@ impl MethodCall<'_> {
     }
 
     /// Sends once and decodes.
-    async fn attempt<D: Decode>(&self, parts: &RequestParts) -> Result<D::Output, Error> {
+    async fn attempt<D: Decode>(
+        &self,
+        parts: &RequestParts,
+        last_instance: &AtomicU64,
+    ) -> Result<D::Output, Error> {
+        let balancer = match &self.shared.target {
+            Target::Fixed(_) => return self.send_once::<D>(parts, None).await,
+            Target::Balanced(balancer) => balancer,
+        };
+        let start = Instant::now();
+        // A retry prefers another instance than the previous attempt's.
+        let avoid = last_instance.load(Ordering::Relaxed);
+        let mut picked = balancer.pick(avoid, start);
+        if picked.is_none() && !balancer.is_known() {
+            // The discovery has not answered yet: wait for it (within the
+            // deadline; boxed, as a rare path).
+            Box::pin(balancer.known()).await;
+            picked = balancer.pick(avoid, Instant::now());
+        }
+        let Some(picked) = picked else {
+            return Err(Error::new(
+                ErrorKind::NoInstances,
+                format!("discovery knows no instance of `{}`", self.shared.service),
+            ));
+        };
+        last_instance.store(picked.key(), Ordering::Relaxed);
+        let result = self
+            .send_once::<D>(parts, Some(picked.endpoint().base_url()))
+            .await;
+        let end = Instant::now();
+        balancer.record(
+            &picked,
+            outcome(&result),
+            end.saturating_duration_since(start),
+            end,
+        );
+        result.map_err(|e| e.with_instance(&picked.endpoint().instance().id))
+    }
+
+    /// Sends once to `base` (or the fixed base URL already in `parts`) and
+    /// decodes.
+    async fn send_once<D: Decode>(
+        &self,
+        parts: &RequestParts,
+        base: Option<&str>,
+    ) -> Result<D::Output, Error> {
         let shared = self.shared;
-        let request = self.build_request::<D>(parts)?;
+        let request = self.build_request::<D>(parts, base)?;
         let mut response = shared
             .http
             .execute(request)
@@ -527,9 +616,17 @@ impl MethodCall<'_> {
         }
     }
 
-    fn build_request<D: Decode>(&self, parts: &RequestParts) -> Result<reqwest::Request, Error> {
+    fn build_request<D: Decode>(
+        &self,
+        parts: &RequestParts,
+        base: Option<&str>,
+    ) -> Result<reqwest::Request, Error> {
         let shared = self.shared;
-        let url = url::Url::parse(parts.url())
+        let parsed = match base {
+            None => url::Url::parse(parts.url()),
+            Some(base) => url::Url::parse(&format!("{base}{}", parts.url())),
+        };
+        let url = parsed
             .map_err(|e| Error::invalid_request("the request URL is not valid").with_source(e))?;
         let mut request = reqwest::Request::new(self.method.verb.clone(), url);
         let headers = request.headers_mut();

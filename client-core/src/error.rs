@@ -56,6 +56,8 @@ pub enum ErrorKind {
     BulkheadFull,
     /// The configuration file or string is malformed.
     Config,
+    /// Service discovery knows no instance of the service.
+    NoInstances,
 }
 
 impl ErrorKind {
@@ -73,6 +75,7 @@ impl ErrorKind {
             ErrorKind::CircuitOpen => "circuit breaker is open",
             ErrorKind::BulkheadFull => "bulkhead is full",
             ErrorKind::Config => "invalid configuration",
+            ErrorKind::NoInstances => "no instances",
         }
     }
 }
@@ -110,6 +113,8 @@ struct Inner {
     budget_exhausted: bool,
     /// A `Retry-After` the service sent with this error.
     retry_after: Option<Duration>,
+    /// The id of the instance the failing attempt went to (discovery).
+    instance: Option<Box<str>>,
 }
 
 /// Where a call error happened: filled in by the call pipeline.
@@ -135,6 +140,7 @@ impl Error {
                 attempts: 0,
                 budget_exhausted: false,
                 retry_after: None,
+                instance: None,
             }),
         }
     }
@@ -176,6 +182,13 @@ impl Error {
 
     pub(crate) fn with_retry_after(mut self, after: Option<Duration>) -> Self {
         self.inner.retry_after = after;
+        self
+    }
+
+    pub(crate) fn with_instance(mut self, id: &str) -> Self {
+        if self.inner.instance.is_none() {
+            self.inner.instance = Some(id.into());
+        }
         self
     }
 
@@ -271,6 +284,17 @@ impl Error {
         self.chain_any(|e| e.kind() == ErrorKind::CircuitOpen, |_| false)
     }
 
+    /// The id of the instance the last attempt went to, when the client
+    /// balances over discovered instances.
+    pub fn instance(&self) -> Option<&str> {
+        self.inner.instance.as_deref()
+    }
+
+    /// True if service discovery knew no instance to call.
+    pub fn is_no_instances(&self) -> bool {
+        self.inner.kind == ErrorKind::NoInstances
+    }
+
     /// True if the method's bulkhead was full.
     pub fn is_bulkhead_full(&self) -> bool {
         self.chain_any(|e| e.kind() == ErrorKind::BulkheadFull, |_| false)
@@ -350,9 +374,13 @@ impl fmt::Display for Error {
         if let Some(call) = &inner.call {
             write!(
                 f,
-                "{}#{} ({} {}): ",
+                "{}#{} ({} {}",
                 call.service, call.method, call.verb, call.path
             )?;
+            if let Some(instance) = &inner.instance {
+                write!(f, " @ {instance}")?;
+            }
+            f.write_str("): ")?;
         }
         f.write_str(inner.kind.describe())?;
         if !inner.message.is_empty() {
@@ -377,6 +405,9 @@ impl fmt::Debug for Error {
                 .field("method", &call.method)
                 .field("verb", &call.verb)
                 .field("path", &call.path);
+        }
+        if let Some(instance) = &inner.instance {
+            d.field("instance", instance);
         }
         if let Some(status) = inner.status {
             d.field("status", &status);

@@ -15,6 +15,8 @@
 //! - [`policy`] – timeout, retry and its budget, circuit breaker, bulkhead,
 //!   hedging, fallback; how their settings resolve.
 //! - [`config`] – policy overrides from TOML.
+//! - [`discovery`] – where a service's instances are.
+//! - [`balance`] – picking an instance; outlier ejection.
 //! - [`observe`] – events.
 //! - [`interceptor`] – hooks on every outgoing request.
 //! - `error` – `Error` and `ErrorKind`.
@@ -23,10 +25,12 @@
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 #![forbid(unsafe_code)]
 
+pub mod balance;
 pub mod builder;
 mod call;
 pub mod codec;
 pub mod config;
+pub mod discovery;
 mod error;
 pub mod interceptor;
 pub mod observe;
@@ -34,10 +38,12 @@ pub mod policy;
 pub mod request;
 mod url;
 
+pub use balance::{Balance, OutlierEjection};
 pub use builder::ClientBuilder;
 pub use call::Inspect;
 pub use codec::Response;
 pub use config::Config;
+pub use discovery::{Discovery, Instance, StaticDiscovery};
 pub use error::{BoxError, Error, ErrorKind};
 pub use interceptor::{Interceptor, Outgoing};
 pub use observe::Event;

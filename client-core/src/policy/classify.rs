@@ -13,7 +13,7 @@
 //! | 4xx                                    | success  | idempotent and status in `on` (429) |
 //! | decode error                           | success  | never: the service answered   |
 //! | invalid request, interceptor refusal   | ignored  | never: nothing was sent, and another try would do the same |
-//! | circuit open, bulkhead full            | ignored  | never                         |
+//! | circuit open, bulkhead full, no instances | ignored | never                       |
 //!
 //! 4xx are the caller's fault, not the dependency's, so they never count
 //! against the dependency's breaker (Resilience4j counts every exception by
@@ -73,15 +73,17 @@ pub fn is_retryable(e: &Error, idempotent: bool, on: &StatusSet) -> bool {
 
 /// Whether a fallback may answer for a call that failed with `e`: the
 /// dependency failed or is protected (timeout, connect, transport, 5xx,
-/// circuit open, bulkhead full, budget exhausted), as opposed to the caller
-/// being wrong (4xx, invalid request) or a bug to surface (decode errors).
+/// circuit open, bulkhead full, no instances, budget exhausted), as opposed
+/// to the caller being wrong (4xx, invalid request) or a bug to surface
+/// (decode errors).
 pub fn is_fallback_eligible(e: &Error) -> bool {
     match e.kind() {
         ErrorKind::Connect
         | ErrorKind::Timeout
         | ErrorKind::Transport
         | ErrorKind::CircuitOpen
-        | ErrorKind::BulkheadFull => true,
+        | ErrorKind::BulkheadFull
+        | ErrorKind::NoInstances => true,
         ErrorKind::Status => {
             e.is_budget_exhausted() || e.status().is_some_and(|s| s.is_server_error())
         }

@@ -1,0 +1,270 @@
+//! Service discovery by DNS (feature `dns`), through hickory-resolver.
+//!
+//! Two shapes, as in Kubernetes and Consul: the A/AAAA records of a host
+//! name plus a fixed port ([`DnsDiscovery::host`]; a headless service's
+//! name, say), or SRV records, which carry a port and a weight per target
+//! ([`DnsDiscovery::srv`]). Each instance's id is `ip:port`. The name is
+//! re-resolved when the answer's TTL runs out (bounded to 1 s – 60 s by
+//! default, [`DnsDiscovery::with_ttl_bounds`]); a failed lookup keeps the
+//! last set. hickory reads the system configuration (`/etc/resolv.conf`,
+//! `/etc/hosts`) and reports each answer's validity, which the standard
+//! library's resolver does not.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hickory_resolver::TokioResolver;
+use hickory_resolver::proto::rr::RData;
+use tokio::sync::watch;
+
+use super::{Discovery, Instance, Instances, Subscription};
+use crate::Error;
+
+/// Instances from DNS; see the [module docs](self). Cheap to clone.
+#[derive(Clone)]
+pub struct DnsDiscovery {
+    inner: Arc<Inner>,
+}
+
+#[derive(Clone)]
+enum Query {
+    Host { name: String, port: u16 },
+    Srv { name: String },
+}
+
+struct Inner {
+    resolver: TokioResolver,
+    query: Query,
+    scheme: &'static str,
+    ttl_bounds: (Duration, Duration),
+    ipv4_only: bool,
+    services: Mutex<HashMap<String, watch::Sender<Option<Instances>>>>,
+}
+
+impl DnsDiscovery {
+    fn new(query: Query) -> Result<Self, Error> {
+        let resolver = TokioResolver::builder_tokio()
+            .and_then(|b| b.build())
+            .map_err(|e| Error::builder("could not set up the DNS resolver").with_source(e))?;
+        Ok(DnsDiscovery {
+            inner: Arc::new(Inner {
+                resolver,
+                query,
+                scheme: "http",
+                ttl_bounds: (Duration::from_secs(1), Duration::from_secs(60)),
+                ipv4_only: false,
+                services: Mutex::default(),
+            }),
+        })
+    }
+
+    /// The A and AAAA records of `name`, each with `port`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Builder`](crate::ErrorKind::Builder) when the system's
+    /// resolver configuration cannot be read.
+    pub fn host(name: impl Into<String>, port: u16) -> Result<Self, Error> {
+        Self::new(Query::Host {
+            name: name.into(),
+            port,
+        })
+    }
+
+    /// The SRV records of `name` (`_http._tcp.users.internal`), each target
+    /// resolved to its addresses.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Builder`](crate::ErrorKind::Builder) when the system's
+    /// resolver configuration cannot be read.
+    pub fn srv(name: impl Into<String>) -> Result<Self, Error> {
+        Self::new(Query::Srv { name: name.into() })
+    }
+
+    fn with(self, change: impl FnOnce(&mut Inner)) -> Self {
+        let old = &self.inner;
+        let mut inner = Inner {
+            resolver: old.resolver.clone(),
+            query: old.query.clone(),
+            scheme: old.scheme,
+            ttl_bounds: old.ttl_bounds,
+            ipv4_only: old.ipv4_only,
+            services: Mutex::default(),
+        };
+        change(&mut inner);
+        DnsDiscovery {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// Calls the instances over https. Default is http.
+    pub fn https(self) -> Self {
+        self.with(|i| i.scheme = "https")
+    }
+
+    /// Keeps only IPv4 addresses. Default is both families.
+    pub fn ipv4_only(self) -> Self {
+        self.with(|i| i.ipv4_only = true)
+    }
+
+    /// Re-resolves when the answer's TTL runs out, but no sooner than `min`
+    /// and no later than `max` after the last lookup. Default 1 s and 60 s.
+    pub fn with_ttl_bounds(self, min: Duration, max: Duration) -> Self {
+        self.with(|i| i.ttl_bounds = (min.min(max), max))
+    }
+}
+
+impl Discovery for DnsDiscovery {
+    fn subscribe(&self, service: &str) -> Subscription {
+        let mut services = self
+            .inner
+            .services
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(sender) = services.get(service)
+            && !sender.is_closed()
+        {
+            return sender.subscribe();
+        }
+        let (sender, receiver) = watch::channel(None);
+        services.insert(service.to_owned(), sender.clone());
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(follow(Arc::clone(&self.inner), sender));
+        }
+        receiver
+    }
+}
+
+impl std::fmt::Debug for DnsDiscovery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let query = match &self.inner.query {
+            Query::Host { name, port } => format!("{name}:{port}"),
+            Query::Srv { name } => format!("SRV {name}"),
+        };
+        f.debug_struct("DnsDiscovery")
+            .field("query", &query)
+            .finish()
+    }
+}
+
+/// How long to wait before the next lookup: the answer's validity, bounded.
+fn next_lookup(valid_for: Duration, (min, max): (Duration, Duration)) -> Duration {
+    valid_for.clamp(min, max)
+}
+
+fn instance(scheme: &str, addr: SocketAddr, weight: Option<u32>) -> Instance {
+    let mut instance = Instance::new(addr.to_string(), format!("{scheme}://{addr}"));
+    instance.weight = weight;
+    instance
+}
+
+/// One lookup: the instances, and how long the answer is valid.
+async fn resolve(inner: &Inner) -> Result<(Vec<Instance>, Duration), Error> {
+    let keep = |ip: &IpAddr| !(inner.ipv4_only && ip.is_ipv6());
+    let fail = |e| Error::new(crate::ErrorKind::Connect, "DNS lookup failed").with_source(e);
+    let now = std::time::Instant::now();
+    match &inner.query {
+        Query::Host { name, port } => {
+            let answer = inner
+                .resolver
+                .lookup_ip(name.as_str())
+                .await
+                .map_err(fail)?;
+            let instances = answer
+                .iter()
+                .filter(keep)
+                .map(|ip| instance(inner.scheme, SocketAddr::new(ip, *port), None))
+                .collect();
+            Ok((
+                instances,
+                answer.valid_until().saturating_duration_since(now),
+            ))
+        }
+        Query::Srv { name } => {
+            let answer = inner
+                .resolver
+                .srv_lookup(name.as_str())
+                .await
+                .map_err(fail)?;
+            let mut valid_for = answer.valid_until().saturating_duration_since(now);
+            let mut instances = Vec::new();
+            for record in answer.answers() {
+                let RData::SRV(srv) = &record.data else {
+                    continue;
+                };
+                let target = srv.target.to_string();
+                let Ok(ips) = inner.resolver.lookup_ip(target.as_str()).await else {
+                    continue;
+                };
+                valid_for = valid_for.min(ips.valid_until().saturating_duration_since(now));
+                instances.extend(ips.iter().filter(keep).map(|ip| {
+                    instance(
+                        inner.scheme,
+                        SocketAddr::new(ip, srv.port),
+                        Some(u32::from(srv.weight)),
+                    )
+                }));
+            }
+            Ok((instances, valid_for))
+        }
+    }
+}
+
+/// Re-resolves whenever the answer expires, until every subscriber is gone.
+async fn follow(inner: Arc<Inner>, sender: watch::Sender<Option<Instances>>) {
+    loop {
+        let wait = match resolve(&inner).await {
+            Ok((instances, valid_for)) => {
+                sender.send_replace(Some(instances.into()));
+                next_lookup(valid_for, inner.ttl_bounds)
+            }
+            Err(_) => {
+                // Keep the last set; before the first answer, say "none" so
+                // calls fail fast instead of waiting for DNS.
+                sender.send_if_modified(|set| {
+                    let first = set.is_none();
+                    if first {
+                        *set = Some(Arc::from(Vec::new()));
+                    }
+                    first
+                });
+                inner.ttl_bounds.0
+            }
+        };
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = sender.closed() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_next_lookup_follows_the_ttl_within_bounds() {
+        let bounds = (Duration::from_secs(1), Duration::from_secs(60));
+        assert_eq!(
+            next_lookup(Duration::from_secs(30), bounds),
+            Duration::from_secs(30)
+        );
+        assert_eq!(next_lookup(Duration::ZERO, bounds), Duration::from_secs(1));
+        assert_eq!(
+            next_lookup(Duration::from_secs(86_400), bounds),
+            Duration::from_secs(60)
+        );
+    }
+
+    #[test]
+    fn instances_are_named_by_address() {
+        let v6: SocketAddr = "[::1]:8080".parse().unwrap_or_else(|_| panic!("literal"));
+        let i = instance("http", v6, Some(5));
+        assert_eq!(
+            (i.id.as_str(), i.url.as_str()),
+            ("[::1]:8080", "http://[::1]:8080")
+        );
+        assert_eq!(i.weight, Some(5));
+    }
+}

@@ -1,0 +1,503 @@
+//! Service discovery through etcd (feature `etcd`), and [`Registration`] for
+//! the serving side.
+//!
+//! Instances are JSON values ([`Instance`]: `{"url": "http://10.0.0.7:8080",
+//! "zone": "eu-1"}`; the `id` defaults to the key's last segment) under
+//! `/services/<name>/<id>`, written with a lease so that a crashed server's
+//! entry disappears by itself. [`EtcdDiscovery`] reads the prefix, then
+//! watches it from the next revision; when the connection drops it
+//! reconnects (trying the next endpoint, with back-off from 100 ms to 5 s)
+//! and reads again, and meanwhile keeps serving the last known set.
+//! [`EtcdDiscovery::register`] puts an instance with a lease, keeps the lease
+//! alive, and revokes it (removing the key) on
+//! [`Registration::deregister`] or drop.
+//!
+//! ## Why not the `etcd-client` crate
+//!
+//! It speaks gRPC through tonic and prost, which needs `protoc` and a large
+//! build (and OpenSSL for TLS). etcd serves the same v3 API as JSON over
+//! HTTP (its gRPC gateway, `/v3/kv/range`, `/v3/watch`, `/v3/lease/*`,
+//! stable since etcd 3.4), so this module uses the reqwest courier already
+//! has. Keys and values are base64 in that API; numbers are strings.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::watch;
+
+use super::{Discovery, Instance, Instances, Subscription};
+use crate::url::normalize_base_url;
+use crate::{BoxError, Error, ErrorKind};
+
+/// The default key prefix: instances of `user-service` live under
+/// `/services/user-service/`.
+pub const DEFAULT_PREFIX: &str = "/services/";
+
+/// Instances from etcd; see the [module docs](self). Cheap to clone.
+#[derive(Clone)]
+pub struct EtcdDiscovery {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    endpoints: Vec<String>,
+    http: reqwest::Client,
+    prefix: String,
+    services: Mutex<HashMap<String, watch::Sender<Option<Instances>>>>,
+}
+
+impl EtcdDiscovery {
+    /// Discovery through the etcd cluster at `endpoints`
+    /// (`http://127.0.0.1:2379`, …).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Builder`] when there is no endpoint or one is not an
+    /// http(s) URL.
+    pub fn new<S: AsRef<str>>(endpoints: impl IntoIterator<Item = S>) -> Result<Self, Error> {
+        let endpoints = endpoints
+            .into_iter()
+            .map(|e| normalize_base_url(e.as_ref()))
+            .collect::<Result<Vec<_>, _>>()?;
+        if endpoints.is_empty() {
+            return Err(Error::builder("etcd discovery needs at least one endpoint"));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .build()
+            .map_err(|e| Error::builder("could not create the etcd HTTP client").with_source(e))?;
+        Ok(EtcdDiscovery {
+            inner: Arc::new(Inner {
+                endpoints,
+                http,
+                prefix: DEFAULT_PREFIX.to_owned(),
+                services: Mutex::default(),
+            }),
+        })
+    }
+
+    /// Looks for instances under `prefix` instead of `/services/`.
+    /// (Before any subscription; clones made earlier keep the old prefix.)
+    pub fn with_prefix(self, prefix: impl Into<String>) -> Self {
+        let mut prefix = prefix.into();
+        if !prefix.ends_with('/') {
+            prefix.push('/');
+        }
+        EtcdDiscovery {
+            inner: Arc::new(Inner {
+                endpoints: self.inner.endpoints.clone(),
+                http: self.inner.http.clone(),
+                prefix,
+                services: Mutex::default(),
+            }),
+        }
+    }
+
+    /// Registers `instance` of `service`: puts it under
+    /// `<prefix><service>/<id>` with a lease of `ttl` (at least 2 s), and
+    /// keeps the lease alive until the [`Registration`] is deregistered or
+    /// dropped. If this process dies, etcd removes the key when the lease
+    /// runs out.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Transport`] when no endpoint accepts the lease or the put.
+    pub async fn register(
+        &self,
+        service: &str,
+        instance: Instance,
+        ttl: Duration,
+    ) -> Result<Registration, Error> {
+        let inner = &self.inner;
+        let ttl_secs = ttl.as_secs().max(2);
+        let key = format!("{}{service}/{}", inner.prefix, instance.id);
+        let value = serde_json::to_vec(&instance).map_err(|e| {
+            Error::invalid_request("the instance does not serialize").with_source(e)
+        })?;
+        let grant: LeaseGrant = call(inner, "/v3/lease/grant", json!({ "TTL": ttl_secs }))
+            .await
+            .map_err(|e| etcd_error("lease grant", e))?;
+        let lease = grant.id;
+        call::<serde_json::Value>(
+            inner,
+            "/v3/kv/put",
+            json!({ "key": B64.encode(&key), "value": B64.encode(&value), "lease": lease }),
+        )
+        .await
+        .map_err(|e| etcd_error("put", e))?;
+        let keeper = Arc::clone(inner);
+        let period = Duration::from_secs(ttl_secs / 3).max(Duration::from_millis(500));
+        let keepalive = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(period).await;
+                // A failed keep-alive is retried next period; the lease
+                // outlives a couple of failures by construction (ttl / 3).
+                let _ = call::<serde_json::Value>(
+                    &keeper,
+                    "/v3/lease/keepalive",
+                    json!({ "ID": lease }),
+                )
+                .await;
+            }
+        });
+        Ok(Registration {
+            inner: Arc::clone(inner),
+            key,
+            lease,
+            keepalive: Some(keepalive),
+        })
+    }
+}
+
+impl Discovery for EtcdDiscovery {
+    fn subscribe(&self, service: &str) -> Subscription {
+        let mut services = self
+            .inner
+            .services
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(sender) = services.get(service)
+            && !sender.is_closed()
+        {
+            return sender.subscribe();
+        }
+        let (sender, receiver) = watch::channel(None);
+        services.insert(service.to_owned(), sender.clone());
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let inner = Arc::clone(&self.inner);
+            let prefix = format!("{}{service}/", inner.prefix);
+            runtime.spawn(follow(inner, prefix, sender));
+        }
+        receiver
+    }
+}
+
+impl std::fmt::Debug for EtcdDiscovery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdDiscovery")
+            .field("endpoints", &self.inner.endpoints)
+            .field("prefix", &self.inner.prefix)
+            .finish()
+    }
+}
+
+/// An instance registered in etcd; see [`EtcdDiscovery::register`].
+pub struct Registration {
+    inner: Arc<Inner>,
+    key: String,
+    lease: i64,
+    keepalive: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Registration {
+    /// The key the instance is registered under.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The lease keeping it alive.
+    pub fn lease(&self) -> i64 {
+        self.lease
+    }
+
+    /// Stops keeping the lease alive and revokes it, which removes the key.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Transport`] when etcd cannot be reached (the key then
+    /// goes when the lease runs out).
+    pub async fn deregister(mut self) -> Result<(), Error> {
+        if let Some(task) = self.keepalive.take() {
+            task.abort();
+        }
+        revoke(&self.inner, self.lease)
+            .await
+            .map_err(|e| etcd_error("lease revoke", e))
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let Some(task) = self.keepalive.take() else {
+            return; // deregistered
+        };
+        task.abort();
+        // Best effort: revoke now if a runtime is at hand; otherwise the key
+        // goes when the lease runs out.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let inner = Arc::clone(&self.inner);
+            let lease = self.lease;
+            runtime.spawn(async move {
+                let _ = revoke(&inner, lease).await;
+            });
+        }
+    }
+}
+
+impl std::fmt::Debug for Registration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registration")
+            .field("key", &self.key)
+            .field("lease", &self.lease)
+            .finish()
+    }
+}
+
+async fn revoke(inner: &Inner, lease: i64) -> Result<(), BoxError> {
+    call::<serde_json::Value>(inner, "/v3/lease/revoke", json!({ "ID": lease }))
+        .await
+        .map(drop)
+}
+
+fn etcd_error(what: &str, e: BoxError) -> Error {
+    Error::new(ErrorKind::Transport, format!("etcd {what} failed")).with_source(e)
+}
+
+// ===== the JSON API =====
+
+/// Posts `body` to `path` on the first endpoint that answers.
+async fn call<T: serde::de::DeserializeOwned>(
+    inner: &Inner,
+    path: &str,
+    body: serde_json::Value,
+) -> Result<T, BoxError> {
+    let mut last: BoxError = "no etcd endpoint".into();
+    for endpoint in &inner.endpoints {
+        match post(&inner.http, endpoint, path, &body).await {
+            Ok(value) => return Ok(value),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+async fn post<T: serde::de::DeserializeOwned>(
+    http: &reqwest::Client,
+    endpoint: &str,
+    path: &str,
+    body: &serde_json::Value,
+) -> Result<T, BoxError> {
+    let response = http
+        .post(format!("{endpoint}{path}"))
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(serde_json::to_vec(body)?)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await?;
+    let status = response.status();
+    let bytes = response.bytes().await?;
+    if !status.is_success() {
+        return Err(format!(
+            "etcd answered {status}: {}",
+            String::from_utf8_lossy(&bytes)
+        )
+        .into());
+    }
+    Ok(serde_json::from_slice(&bytes)?)
+}
+
+/// int64 fields arrive as strings.
+fn int<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Num {
+        S(String),
+        N(i64),
+    }
+    match Num::deserialize(d)? {
+        Num::S(s) => s.parse().map_err(serde::de::Error::custom),
+        Num::N(n) => Ok(n),
+    }
+}
+
+#[derive(Deserialize)]
+struct LeaseGrant {
+    #[serde(rename = "ID", deserialize_with = "int")]
+    id: i64,
+}
+
+#[derive(Deserialize, Default)]
+struct Header {
+    #[serde(default, deserialize_with = "int")]
+    revision: i64,
+}
+
+#[derive(Deserialize)]
+struct KeyValue {
+    key: String,
+    #[serde(default)]
+    value: String,
+}
+
+#[derive(Deserialize)]
+struct RangeResponse {
+    #[serde(default)]
+    header: Header,
+    #[serde(default)]
+    kvs: Vec<KeyValue>,
+}
+
+#[derive(Deserialize)]
+struct WatchMessage {
+    result: Option<WatchResult>,
+    error: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct WatchResult {
+    #[serde(default)]
+    events: Vec<WatchEvent>,
+    #[serde(default)]
+    canceled: bool,
+}
+
+#[derive(Deserialize)]
+struct WatchEvent {
+    /// Absent for PUT (the enum's zero value), "DELETE" for deletes.
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
+    kv: KeyValue,
+}
+
+/// The key after the prefix's range: the prefix with its last byte + 1.
+fn range_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    if let Some(last) = end.last_mut() {
+        *last += 1;
+    }
+    end
+}
+
+/// An instance from a stored value; the id defaults to the key's last
+/// segment. `None` for a value that is not an instance.
+fn instance(kv: &KeyValue) -> Option<(String, Instance)> {
+    let key = String::from_utf8(B64.decode(&kv.key).ok()?).ok()?;
+    let mut value: serde_json::Value = serde_json::from_slice(&B64.decode(&kv.value).ok()?).ok()?;
+    let id = key.rsplit('/').next().unwrap_or_default().to_owned();
+    if let Some(object) = value.as_object_mut() {
+        object.entry("id").or_insert_with(|| id.into());
+    }
+    Some((key, serde_json::from_value(value).ok()?))
+}
+
+/// Keeps `sender` up to date with the instances under `prefix`, until every
+/// subscriber is gone.
+async fn follow(inner: Arc<Inner>, prefix: String, sender: watch::Sender<Option<Instances>>) {
+    const FIRST: Duration = Duration::from_millis(100);
+    let mut backoff = FIRST;
+    let mut turn = 0usize;
+    loop {
+        let endpoint = &inner.endpoints[turn % inner.endpoints.len()];
+        let synced = tokio::select! {
+            synced = sync_and_watch(&inner.http, endpoint, &prefix, &sender) => synced,
+            () = sender.closed() => return,
+        };
+        if synced {
+            backoff = FIRST;
+        } else {
+            turn += 1; // try the next endpoint
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = sender.closed() => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Reads the prefix, publishes it, then applies watch events until the
+/// stream ends. `true` if the read succeeded. Errors end the stream; the
+/// last set stays published.
+async fn sync_and_watch(
+    http: &reqwest::Client,
+    endpoint: &str,
+    prefix: &str,
+    sender: &watch::Sender<Option<Instances>>,
+) -> bool {
+    let end = range_end(prefix);
+    let range = json!({ "key": B64.encode(prefix), "range_end": B64.encode(&end) });
+    let Ok(read) = post::<RangeResponse>(http, endpoint, "/v3/kv/range", &range).await else {
+        return false;
+    };
+    let mut known: BTreeMap<String, Instance> = read.kvs.iter().filter_map(instance).collect();
+    let publish = |known: &BTreeMap<String, Instance>| {
+        sender.send_replace(Some(known.values().cloned().collect::<Vec<_>>().into()));
+    };
+    publish(&known);
+    let watch = json!({ "create_request": {
+        "key": B64.encode(prefix),
+        "range_end": B64.encode(&end),
+        "start_revision": read.header.revision + 1,
+    }});
+    let request = http
+        .post(format!("{endpoint}/v3/watch"))
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(watch.to_string());
+    let Ok(mut stream) = request.send().await else {
+        return true;
+    };
+    let mut buffer: Vec<u8> = Vec::new();
+    while let Ok(Some(chunk)) = stream.chunk().await {
+        buffer.extend_from_slice(&chunk);
+        while let Some(newline) = buffer.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buffer.drain(..=newline).collect();
+            let Ok(message) = serde_json::from_slice::<WatchMessage>(&line) else {
+                continue;
+            };
+            let Some(result) = message.result else {
+                if message.error.is_some() {
+                    return true; // e.g. compacted: read again
+                }
+                continue;
+            };
+            if result.canceled {
+                return true;
+            }
+            let mut changed = false;
+            for event in result.events {
+                let deleted = event.kind.as_deref() == Some("DELETE");
+                if deleted {
+                    let key = B64
+                        .decode(&event.kv.key)
+                        .ok()
+                        .and_then(|k| String::from_utf8(k).ok());
+                    if let Some(key) = key {
+                        changed |= known.remove(&key).is_some();
+                    }
+                } else if let Some((key, instance)) = instance(&event.kv) {
+                    known.insert(key, instance);
+                    changed = true;
+                }
+            }
+            if changed {
+                publish(&known);
+            }
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn range_end_and_instance_values() {
+        assert_eq!(range_end("/services/a/"), b"/services/a0".to_vec());
+        let kv = KeyValue {
+            key: B64.encode("/services/a/i-1"),
+            value: B64.encode(r#"{"url":"http://10.0.0.1:80","zone":"z"}"#),
+        };
+        let (key, parsed) = instance(&kv).unwrap_or_else(|| panic!("valid"));
+        assert_eq!(key, "/services/a/i-1");
+        assert_eq!(parsed.id, "i-1");
+        assert_eq!(parsed.zone.as_deref(), Some("z"));
+        let junk = KeyValue {
+            key: B64.encode("/services/a/x"),
+            value: B64.encode("not json"),
+        };
+        assert!(instance(&junk).is_none());
+    }
+}

@@ -1,0 +1,111 @@
+//! Service discovery: where the instances of a service are.
+//!
+//! A [`Discovery`] answers, for a logical service name (the `name` of
+//! `#[client]`), with the current set of [`Instance`]s and tells its
+//! subscribers when the set changes, through a `tokio::sync::watch`
+//! channel. The client keeps the latest set in its balancer
+//! ([`crate::balance`]), which reads it without taking a lock.
+//!
+//! Implementations: [`StaticDiscovery`] (a list a program or a test
+//! changes at run time), `DnsDiscovery` (feature `dns`: A/AAAA plus a port,
+//! or SRV, re-resolved when the TTL runs out) and `EtcdDiscovery` (feature
+//! `etcd`: instances as JSON values under `/services/<name>/<id>`, watched).
+//! Each keeps serving its last known set when its source fails.
+
+#[cfg(feature = "dns")]
+pub mod dns;
+#[cfg(feature = "etcd")]
+pub mod etcd;
+mod static_list;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+pub use static_list::StaticDiscovery;
+
+/// One instance of a service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Instance {
+    /// Unique within the service; the balancer keeps an instance's latency
+    /// and failure history across updates by this id.
+    pub id: String,
+    /// Where calls go: scheme, host, port and an optional path prefix
+    /// (`http://10.0.0.7:8080`).
+    #[serde(alias = "url", alias = "base_url")]
+    pub url: String,
+    /// The zone or rack it runs in, if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    /// A relative weight (default 1); kept for balancers that use it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+    /// Anything else the registry knows.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl Instance {
+    /// An instance with an id and a base URL.
+    pub fn new(id: impl Into<String>, url: impl Into<String>) -> Self {
+        Instance {
+            id: id.into(),
+            url: url.into(),
+            zone: None,
+            weight: None,
+            metadata: BTreeMap::new(),
+        }
+    }
+
+    /// Sets the zone.
+    pub fn with_zone(mut self, zone: impl Into<String>) -> Self {
+        self.zone = Some(zone.into());
+        self
+    }
+
+    /// Sets the weight.
+    pub fn with_weight(mut self, weight: u32) -> Self {
+        self.weight = Some(weight);
+        self
+    }
+
+    /// Adds a metadata entry.
+    pub fn with_metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+}
+
+/// The instances of a service as a discovery sees them now.
+pub type Instances = Arc<[Instance]>;
+
+/// What a subscriber sees: `None` until the discovery has heard from its
+/// source once (calls made before then wait for it, within their deadline),
+/// then the latest set.
+pub type Subscription = watch::Receiver<Option<Instances>>;
+
+/// A source of service instances.
+///
+/// `subscribe` is called once per built client, with the client's service
+/// name; the receiver's current value is the set to start with (`None` while
+/// the source has not answered yet), and every change is sent on it. A discovery that loses its source keeps the last
+/// set (it does not send an empty one because a registry is unreachable).
+/// An implementation that needs background work (polling, a watch) starts
+/// it on the current tokio runtime.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a courier discovery",
+    note = "use `courier::discovery::StaticDiscovery`, `DnsDiscovery` (feature `dns`), \
+            `EtcdDiscovery` (feature `etcd`), or implement `courier::Discovery`"
+)]
+pub trait Discovery: Send + Sync + 'static {
+    /// The instances of `service`, now and as they change.
+    fn subscribe(&self, service: &str) -> Subscription;
+}
+
+impl<D: Discovery + ?Sized> Discovery for Arc<D> {
+    fn subscribe(&self, service: &str) -> Subscription {
+        (**self).subscribe(service)
+    }
+}
