@@ -1,0 +1,57 @@
+//! DNS discovery against a local name: `localhost` resolves (through
+//! /etc/hosts, as the system resolver does) to the wiremock server's address.
+#![cfg(feature = "dns")]
+
+use std::time::{Duration, Instant};
+
+use courier::discovery::dns::DnsDiscovery;
+use courier::{Error, Inspect, client};
+use wiremock::matchers::any;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+#[client(name = "inventory")]
+trait Inventory {
+    #[get("/stock/{sku}")]
+    async fn stock(&self, sku: &str) -> Result<String, Error>;
+}
+
+#[tokio::test]
+async fn localhost_with_a_port_resolves_to_the_running_instance() {
+    let server = MockServer::start().await;
+    Mock::given(any())
+        .respond_with(ResponseTemplate::new(200).set_body_string("42"))
+        .mount(&server)
+        .await;
+    let port = server.address().port();
+    let client = InventoryClient::builder()
+        .discovery(
+            DnsDiscovery::host("localhost", port)
+                .expect("resolver")
+                .ipv4_only(),
+        )
+        .build()
+        .expect("valid");
+
+    // The first call waits for the first lookup (within its deadline).
+    assert_eq!(client.stock("sku-1").await.ok().as_deref(), Some("42"));
+    let ids: Vec<String> = client
+        .balancer()
+        .expect("a discovery client")
+        .endpoints()
+        .iter()
+        .map(|e| e.instance().id.clone())
+        .collect();
+    assert_eq!(ids, [format!("127.0.0.1:{port}")]);
+}
+
+#[tokio::test]
+async fn a_name_that_does_not_resolve_fails_fast_with_no_instances() {
+    let client = InventoryClient::builder()
+        .discovery(DnsDiscovery::host("no-such-host.invalid", 80).expect("resolver"))
+        .build()
+        .expect("valid");
+    let start = Instant::now();
+    let err = client.stock("sku-1").await.expect_err("nothing resolves");
+    assert!(err.is_no_instances(), "{err}");
+    assert!(start.elapsed() < Duration::from_secs(10));
+}
