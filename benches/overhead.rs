@@ -738,5 +738,21 @@ fn main() {
             crowd.len()
         );
         drop(crowd);
+
+        for (n, kind) in [1usize, 10, 1000]
+            .into_iter()
+            .flat_map(|n| [(n, courier::Balance::PeakEwma), (n, courier::Balance::RoundRobin)])
+        {
+            let balancer = courier::balance::Balancer::new("bench", kind, Default::default());
+            let instances: Vec<courier::Instance> = (0..n)
+                .map(|i| courier::Instance::new(format!("i{i}"), format!("http://10.0.{}.{}:80", i / 250, i % 250)))
+                .collect();
+            balancer.update(&instances);
+            let now = tokio::time::Instant::now();
+            let (ns, allocs) = per_call(micro_n / 10, || {
+                black_box(balancer.pick(black_box(0), now).is_some());
+            });
+            println!("| balancer pick ({kind:?}), {n} instances | {ns:.1} | {allocs:.2} |");
+        }
     });
 }

@@ -108,6 +108,15 @@ pub trait Inventory {
     async fn stock(&self, sku: &str) -> Result<Stock, Error>;
 }
 
+/// The pricing service, which runs as several instances found through
+/// service discovery. Default policies: retry on another instance, breaker.
+#[client(name = "pricing")]
+pub trait Pricing {
+    /// The price of an article, from whichever instance answers.
+    #[get("/prices/{sku}")]
+    async fn price(&self, sku: &str) -> Result<String, Error>;
+}
+
 /// What answers while the inventory service is down: "unknown, assume 0".
 pub struct LastKnownStock;
 
@@ -223,6 +232,29 @@ async fn stock(State(db): State<Shared>, Path(sku): Path<String>) -> impl IntoRe
         stale: false,
     })
     .into_response()
+}
+
+/// One instance of the pricing service; `healthy: false` answers 503.
+async fn start_pricing_instance(name: &'static str, healthy: bool) -> std::io::Result<String> {
+    let app = axum::Router::new().route(
+        "/prices/{sku}",
+        get(move |Path(sku): Path<String>| async move {
+            if healthy {
+                (StatusCode::OK, format!("{sku}: 9.99 EUR (from {name})"))
+            } else {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("{name} is overloaded"),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(format!("http://{addr}"))
 }
 
 async fn start_demo_service() -> std::io::Result<(String, Shared)> {
@@ -386,6 +418,60 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "-> {stock:?}  (breaker {:?})",
         inventory.circuit_state("stock")
     );
+
+    println!("\n======== discovery and client-side balancing ========");
+
+    step("three instances of `pricing`, one of them failing (503); round robin");
+    let discovery = courier::StaticDiscovery::new();
+    let mut urls = Vec::new();
+    for (name, healthy) in [("p1", true), ("p2", false), ("p3", true)] {
+        let url = start_pricing_instance(name, healthy).await?;
+        discovery.add("pricing", courier::Instance::new(name, &url));
+        urls.push((name, url));
+    }
+    let pricing = PricingClient::builder()
+        .discovery(discovery.clone())
+        .balance(courier::Balance::RoundRobin)
+        .outlier_ejection(courier::OutlierEjection {
+            base_time: std::time::Duration::from_secs(2),
+            ..Default::default()
+        })
+        .build()?;
+    let mut answered_by = BTreeMap::<String, u32>::new();
+    for i in 0..12 {
+        let answer = pricing.price(&format!("sku-{i}")).await?;
+        let by = answer
+            .rsplit("from ")
+            .next()
+            .unwrap_or("?")
+            .trim_end_matches(')');
+        *answered_by.entry(by.to_owned()).or_default() += 1;
+    }
+    println!(
+        "-> 12 calls, all answered (an attempt on p2 is retried on another instance): {answered_by:?}"
+    );
+    let balancer = pricing.balancer().ok_or("pricing uses discovery")?;
+    println!(
+        "-> after 5 consecutive failures p2 is ejected: {} (for 2 s here, 30 s by default)",
+        balancer.is_ejected("p2")
+    );
+
+    step("instances change at run time: p4 joins, p1 leaves");
+    let url = start_pricing_instance("p4", true).await?;
+    discovery.add("pricing", courier::Instance::new("p4", &url));
+    discovery.remove("pricing", "p1");
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let mut answered_by = BTreeMap::<String, u32>::new();
+    for i in 0..6 {
+        let answer = pricing.price(&format!("sku-{i}")).await?;
+        let by = answer
+            .rsplit("from ")
+            .next()
+            .unwrap_or("?")
+            .trim_end_matches(')');
+        *answered_by.entry(by.to_owned()).or_default() += 1;
+    }
+    println!("-> 6 calls: {answered_by:?}");
 
     println!("\ntour finished");
     Ok(())

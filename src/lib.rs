@@ -169,6 +169,17 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## Discovery and balancing
+//!
+//! Instead of a base URL, `.discovery(…)` takes the instances of the
+//! service (by the `#[client]` name) from a [`Discovery`]:
+//! [`StaticDiscovery`], `discovery::dns::DnsDiscovery` (feature `dns`) or
+//! `discovery::etcd::EtcdDiscovery` (feature `etcd`). Calls are spread by
+//! power of two choices over peak-EWMA latency ([`Balance`]), a retry goes
+//! to another instance, failing instances are ejected for a while
+//! ([`OutlierEjection`]), and no instance at all is an error
+//! ([`Error::is_no_instances`]) a fallback may answer. See [`balance`].
+//!
 //! ## The client
 //!
 //! `<Trait>Client::builder()` returns a [`ClientBuilder`]; see it for every

@@ -282,10 +282,11 @@ impl Balancer {
                 let now_ns = self.nanos(now);
                 let usable = |e: &Endpoint| e.key != avoid && !e.ejected(now_ns);
                 let index = match self.kind {
-                    Balance::RoundRobin => {
-                        let start = self.next.fetch_add(1, Ordering::Relaxed);
-                        (0..n).map(|k| (start + k) % n).find(|&i| usable(&set[i]))
-                    }
+                    // Each skip takes a turn of its own, so an ejected
+                    // instance's share is spread, not handed to its neighbour.
+                    Balance::RoundRobin => (0..n)
+                        .map(|_| self.next.fetch_add(1, Ordering::Relaxed) % n)
+                        .find(|&i| usable(&set[i])),
                     Balance::PeakEwma => {
                         let probe = |other: Option<usize>| {
                             (0..PROBES)
