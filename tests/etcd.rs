@@ -224,3 +224,22 @@ async fn dropping_a_registration_removes_the_instance() {
     let err = client.order(2).await.expect_err("nobody left");
     assert!(err.is_no_instances(), "{err}");
 }
+
+#[tokio::test]
+async fn an_unreachable_etcd_fails_calls_fast_instead_of_hanging_them() {
+    // Nothing listens on this port: the first read fails, and calls get a
+    // clear error at once rather than wait out their deadline.
+    let etcd = format!("http://127.0.0.1:{}", free_port());
+    let client = OrdersClient::builder()
+        .discovery(EtcdDiscovery::new([etcd]).expect("valid endpoint"))
+        .build()
+        .expect("valid");
+    let start = Instant::now();
+    let err = client.order(1).await.expect_err("no instances");
+    assert!(err.is_no_instances(), "{err}");
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+}

@@ -318,6 +318,9 @@ impl Balancer {
 
     /// Records how an attempt on `picked` went.
     pub fn record(&self, picked: &Picked, outcome: Outcome, rtt: Duration, now: Instant) {
+        if outcome == Outcome::Ignored {
+            return; // nothing was sent: says nothing about the instance
+        }
         let e = &*picked.endpoint;
         let now_ns = self.nanos(now);
         let sample = rtt.as_nanos() as f64;

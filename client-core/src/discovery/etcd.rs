@@ -398,6 +398,16 @@ async fn follow(inner: Arc<Inner>, prefix: String, sender: watch::Sender<Option<
             backoff = FIRST;
         } else {
             turn += 1; // try the next endpoint
+            // Before the first answer, say "none" so calls fail fast with
+            // `is_no_instances()` instead of waiting for etcd; afterwards
+            // the last known set stays.
+            sender.send_if_modified(|set| {
+                let first = set.is_none();
+                if first {
+                    *set = Some(Arc::from(Vec::new()));
+                }
+                first
+            });
         }
         tokio::select! {
             () = tokio::time::sleep(backoff) => {}
