@@ -292,6 +292,21 @@ async fn start_demo_service() -> std::io::Result<(String, Shared)> {
 
 // ===== the tour =====
 
+/// Makes `calls` price calls and counts which instance answered each.
+async fn spread(pricing: &PricingClient, calls: u32) -> Result<BTreeMap<String, u32>, Error> {
+    let mut answered_by = BTreeMap::new();
+    for i in 0..calls {
+        let answer = pricing.price(&format!("sku-{i}")).await?;
+        let by = answer
+            .rsplit("from ")
+            .next()
+            .unwrap_or("?")
+            .trim_end_matches(')');
+        *answered_by.entry(by.to_owned()).or_default() += 1;
+    }
+    Ok(answered_by)
+}
+
 fn step(title: &str) {
     println!("\n== {title}");
 }
@@ -437,16 +452,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             ..Default::default()
         })
         .build()?;
-    let mut answered_by = BTreeMap::<String, u32>::new();
-    for i in 0..12 {
-        let answer = pricing.price(&format!("sku-{i}")).await?;
-        let by = answer
-            .rsplit("from ")
-            .next()
-            .unwrap_or("?")
-            .trim_end_matches(')');
-        *answered_by.entry(by.to_owned()).or_default() += 1;
-    }
+    let answered_by = spread(&pricing, 12).await?;
     println!(
         "-> 12 calls, all answered (an attempt on p2 is retried on another instance): {answered_by:?}"
     );
@@ -461,16 +467,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     discovery.add("pricing", courier::Instance::new("p4", &url));
     discovery.remove("pricing", "p1");
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    let mut answered_by = BTreeMap::<String, u32>::new();
-    for i in 0..6 {
-        let answer = pricing.price(&format!("sku-{i}")).await?;
-        let by = answer
-            .rsplit("from ")
-            .next()
-            .unwrap_or("?")
-            .trim_end_matches(')');
-        *answered_by.entry(by.to_owned()).or_default() += 1;
-    }
+    let answered_by = spread(&pricing, 6).await?;
     println!("-> 6 calls: {answered_by:?}");
 
     println!("\ntour finished");

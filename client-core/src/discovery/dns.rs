@@ -10,16 +10,15 @@
 //! `/etc/hosts`) and reports each answer's validity, which the standard
 //! library's resolver does not.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_resolver::TokioResolver;
 use hickory_resolver::proto::rr::RData;
 use tokio::sync::watch;
 
-use super::{Discovery, Instance, Instances, Subscription};
+use super::{Discovery, Followers, Instance, Instances, Subscription, answer_none_if_first};
 use crate::Error;
 
 /// Instances from DNS; see the [module docs](self). Cheap to clone.
@@ -40,7 +39,7 @@ struct Inner {
     scheme: &'static str,
     ttl_bounds: (Duration, Duration),
     ipv4_only: bool,
-    services: Mutex<HashMap<String, watch::Sender<Option<Instances>>>>,
+    followers: Followers,
 }
 
 impl DnsDiscovery {
@@ -55,7 +54,7 @@ impl DnsDiscovery {
                 scheme: "http",
                 ttl_bounds: (Duration::from_secs(1), Duration::from_secs(60)),
                 ipv4_only: false,
-                services: Mutex::default(),
+                followers: Followers::default(),
             }),
         })
     }
@@ -90,7 +89,7 @@ impl DnsDiscovery {
             scheme: old.scheme,
             ttl_bounds: old.ttl_bounds,
             ipv4_only: old.ipv4_only,
-            services: Mutex::default(),
+            followers: Followers::default(),
         };
         change(&mut inner);
         DnsDiscovery {
@@ -117,22 +116,10 @@ impl DnsDiscovery {
 
 impl Discovery for DnsDiscovery {
     fn subscribe(&self, service: &str) -> Subscription {
-        let mut services = self
-            .inner
-            .services
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some(sender) = services.get(service)
-            && !sender.is_closed()
-        {
-            return sender.subscribe();
-        }
-        let (sender, receiver) = watch::channel(None);
-        services.insert(service.to_owned(), sender.clone());
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(follow(Arc::clone(&self.inner), sender));
-        }
-        receiver
+        let inner = Arc::clone(&self.inner);
+        self.inner
+            .followers
+            .subscribe(service, |sender| follow(inner, sender))
     }
 }
 
@@ -220,15 +207,7 @@ async fn follow(inner: Arc<Inner>, sender: watch::Sender<Option<Instances>>) {
                 next_lookup(valid_for, inner.ttl_bounds)
             }
             Err(_) => {
-                // Keep the last set; before the first answer, say "none" so
-                // calls fail fast instead of waiting for DNS.
-                sender.send_if_modified(|set| {
-                    let first = set.is_none();
-                    if first {
-                        *set = Some(Arc::from(Vec::new()));
-                    }
-                    first
-                });
+                answer_none_if_first(&sender);
                 inner.ttl_bounds.0
             }
         };

@@ -20,8 +20,8 @@
 //! stable since etcd 3.4), so this module uses the reqwest courier already
 //! has. Keys and values are base64 in that API; numbers are strings.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -30,7 +30,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::watch;
 
-use super::{Discovery, Instance, Instances, Subscription};
+use super::{Discovery, Followers, Instance, Instances, Subscription, answer_none_if_first};
 use crate::url::normalize_base_url;
 use crate::{BoxError, Error, ErrorKind};
 
@@ -48,7 +48,7 @@ struct Inner {
     endpoints: Vec<String>,
     http: reqwest::Client,
     prefix: String,
-    services: Mutex<HashMap<String, watch::Sender<Option<Instances>>>>,
+    followers: Followers,
 }
 
 impl EtcdDiscovery {
@@ -75,7 +75,7 @@ impl EtcdDiscovery {
                 endpoints,
                 http,
                 prefix: DEFAULT_PREFIX.to_owned(),
-                services: Mutex::default(),
+                followers: Followers::default(),
             }),
         })
     }
@@ -92,7 +92,7 @@ impl EtcdDiscovery {
                 endpoints: self.inner.endpoints.clone(),
                 http: self.inner.http.clone(),
                 prefix,
-                services: Mutex::default(),
+                followers: Followers::default(),
             }),
         }
     }
@@ -154,24 +154,11 @@ impl EtcdDiscovery {
 
 impl Discovery for EtcdDiscovery {
     fn subscribe(&self, service: &str) -> Subscription {
-        let mut services = self
-            .inner
-            .services
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some(sender) = services.get(service)
-            && !sender.is_closed()
-        {
-            return sender.subscribe();
-        }
-        let (sender, receiver) = watch::channel(None);
-        services.insert(service.to_owned(), sender.clone());
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let inner = Arc::clone(&self.inner);
-            let prefix = format!("{}{service}/", inner.prefix);
-            runtime.spawn(follow(inner, prefix, sender));
-        }
-        receiver
+        let inner = Arc::clone(&self.inner);
+        let prefix = format!("{}{service}/", inner.prefix);
+        self.inner
+            .followers
+            .subscribe(service, |sender| follow(inner, prefix, sender))
     }
 }
 
@@ -398,16 +385,7 @@ async fn follow(inner: Arc<Inner>, prefix: String, sender: watch::Sender<Option<
             backoff = FIRST;
         } else {
             turn += 1; // try the next endpoint
-            // Before the first answer, say "none" so calls fail fast with
-            // `is_no_instances()` instead of waiting for etcd; afterwards
-            // the last known set stays.
-            sender.send_if_modified(|set| {
-                let first = set.is_none();
-                if first {
-                    *set = Some(Arc::from(Vec::new()));
-                }
-                first
-            });
+            answer_none_if_first(&sender);
         }
         tokio::select! {
             () = tokio::time::sleep(backoff) => {}

@@ -18,8 +18,9 @@ pub mod dns;
 pub mod etcd;
 mod static_list;
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -108,4 +109,51 @@ impl<D: Discovery + ?Sized> Discovery for Arc<D> {
     fn subscribe(&self, service: &str) -> Subscription {
         (**self).subscribe(service)
     }
+}
+
+/// The subscriptions of a discovery that follows its source on a task per
+/// service (DNS, etcd): the first subscriber of a service starts the task,
+/// later ones share its channel, and the task ends when all are gone.
+#[cfg_attr(not(any(feature = "dns", feature = "etcd")), allow(dead_code))]
+#[derive(Default)]
+pub(crate) struct Followers {
+    services: Mutex<HashMap<String, watch::Sender<Option<Instances>>>>,
+}
+
+#[cfg_attr(not(any(feature = "dns", feature = "etcd")), allow(dead_code))]
+impl Followers {
+    /// `service`'s channel; on first use, `follow(sender)` runs on the
+    /// current runtime to feed it.
+    pub(crate) fn subscribe<F, Fut>(&self, service: &str, follow: F) -> Subscription
+    where
+        F: FnOnce(watch::Sender<Option<Instances>>) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let mut services = self.services.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(sender) = services.get(service)
+            && !sender.is_closed()
+        {
+            return sender.subscribe();
+        }
+        let (sender, receiver) = watch::channel(None);
+        services.insert(service.to_owned(), sender.clone());
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(follow(sender));
+        }
+        receiver
+    }
+}
+
+/// After a failed first look at the source: publish "no instances" so calls
+/// fail fast (with `is_no_instances()`) instead of waiting for the source.
+/// Once a set is known, a failure leaves it in place.
+#[cfg_attr(not(any(feature = "dns", feature = "etcd")), allow(dead_code))]
+pub(crate) fn answer_none_if_first(sender: &watch::Sender<Option<Instances>>) {
+    sender.send_if_modified(|set| {
+        let first = set.is_none();
+        if first {
+            *set = Some(Arc::from(Vec::new()));
+        }
+        first
+    });
 }
