@@ -60,6 +60,11 @@
 //! - `path`: a prefix for every method's path (`/api/v1`).
 //! - `url`: a default base URL; the builder's `base_url` overrides it.
 //!
+//! `<Trait>Client` also has each method as an inherent `async fn`, so a call
+//! on the concrete client is not boxed (through `dyn Trait` it is, by
+//! `async_trait`), and an inherent `builder()`; a trait method may therefore
+//! not be called `builder`.
+//!
 //! The trait becomes `Send + Sync` and is rewritten by
 //! [`async_trait`](macro@async_trait), so `Arc<dyn Trait>` works. To write
 //! your own implementation (a fake for tests, a fallback), put
