@@ -528,6 +528,13 @@ fn with_prefix(prefix: &str, mut pieces: Vec<Piece>) -> Vec<Piece> {
 
 /// `async fn name(&self, …) -> …`, nothing else.
 fn check_signature(sig: &Signature, errors: &mut Errors) {
+    if sig.ident == "builder" {
+        errors.at(
+            &sig.ident,
+            "a client method cannot be named `builder`: the generated client's \
+             `builder()` starts building it",
+        );
+    }
     if sig.asyncness.is_none() {
         errors.at(
             sig.fn_token,
