@@ -340,14 +340,10 @@ impl MethodCall<'_> {
         if let Err(e) = fill(&mut parts) {
             return Err(self.locate(e, &parts));
         }
-        let start = Instant::now();
-        if let Some(budget) = &self.shared.budget {
-            budget.deposit(start);
-        }
         let attempts = AtomicU32::new(0);
         let last_instance = AtomicU64::new(0);
         let attempt = || self.attempt::<D>(&parts, &last_instance);
-        let result = self.run(&attempt, start, &attempts).await;
+        let result = self.run(&attempt, &attempts).await;
         result.map_err(|e| {
             self.locate(e, &parts)
                 .with_attempts(attempts.load(Ordering::Relaxed))
@@ -374,26 +370,21 @@ impl MethodCall<'_> {
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T, Error>>,
     {
-        let start = Instant::now();
-        if let Some(budget) = &self.shared.budget {
-            budget.deposit(start);
-        }
-        let attempts = AtomicU32::new(0);
-        self.run(&attempt, start, &attempts).await
+        self.run(&attempt, &AtomicU32::new(0)).await
     }
 
-    /// The retry loop, bounded by the deadline. `attempt` makes one attempt
-    /// (in the client: build, intercept, send, read, decode).
-    async fn run<T, F, Fut>(
-        &self,
-        attempt: &F,
-        start: Instant,
-        attempts: &AtomicU32,
-    ) -> Result<T, Error>
+    /// The call's policies: counts the call in the retry budget, then the
+    /// retry loop, bounded by the deadline. `attempt` makes one attempt (in
+    /// the client: build, intercept, send, read, decode).
+    async fn run<T, F, Fut>(&self, attempt: &F, attempts: &AtomicU32) -> Result<T, Error>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T, Error>>,
     {
+        let start = Instant::now();
+        if let Some(budget) = &self.shared.budget {
+            budget.deposit(start);
+        }
         let policy = &self.method.policy;
         let deadline = start + policy.timeout;
         let mut now = start;
