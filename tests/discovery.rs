@@ -152,15 +152,11 @@ async fn instances_added_and_removed_at_run_time_are_honoured() {
     }
     assert_eq!((count(&a).await, count(&b).await), (5, 5));
 
+    let (a0, b0) = (count(&a).await, count(&b).await);
+    // The very next call sees the change: no waiting for the client's
+    // follower task (on this one-thread runtime it has not run yet).
     d.add("catalog", Instance::new("c", c.uri()));
     d.remove("catalog", "a");
-    // The client follows the change on a task; wait until it has.
-    let balancer = client.balancer().expect("a discovery client");
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while balancer.endpoints().iter().any(|e| e.instance().id == "a") && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let (a0, b0) = (count(&a).await, count(&b).await);
     for id in 0..20 {
         client.item(id).await.expect("healthy");
     }
@@ -212,6 +208,44 @@ async fn errors_name_the_instance() {
     let err = client.item(1).await.expect_err("500");
     assert_eq!(err.instance(), Some("only-one"));
     assert!(err.to_string().contains("@ only-one"), "{err}");
+}
+
+/// A discovery that hands out receivers of one channel and can tell how
+/// many are still held: the trait is what is under test here.
+struct Counted(tokio::sync::watch::Sender<Option<courier::discovery::Instances>>);
+
+impl courier::Discovery for Counted {
+    fn subscribe(&self, _: &str) -> courier::discovery::Subscription {
+        self.0.subscribe()
+    }
+}
+
+#[tokio::test]
+async fn a_dropped_client_lets_go_of_its_subscription_at_once() {
+    let a = healthy("a").await;
+    let sender = tokio::sync::watch::Sender::new(Some(vec![Instance::new("a", a.uri())].into()));
+    let discovery = std::sync::Arc::new(Counted(sender.clone()));
+    let client = CatalogClient::builder()
+        .discovery(discovery.clone())
+        .build()
+        .expect("valid");
+    let clone = client.clone();
+    assert_eq!(client.item(1).await.ok().as_deref(), Some("a"));
+    assert!(sender.receiver_count() >= 1);
+    drop(client);
+    assert_eq!(
+        clone.item(2).await.ok().as_deref(),
+        Some("a"),
+        "a clone lives on"
+    );
+    drop(clone);
+    // The follower task ends with the last clone, without waiting for the
+    // discovery's next change (there is none).
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while sender.receiver_count() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(sender.receiver_count(), 0, "every receiver dropped");
 }
 
 #[test]

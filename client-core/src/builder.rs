@@ -423,7 +423,7 @@ impl<C: ClientSpec> ClientBuilder<C> {
 
 /// A balancer fed by `discovery`, kept up to date by a task on the current
 /// runtime until the client (its last clone) is dropped or the discovery
-/// stops sending.
+/// closes its channel.
 fn balancer(
     service: &'static str,
     discovery: &dyn Discovery,
@@ -436,23 +436,13 @@ fn balancer(
              it follows the instance set on a task",
         )
     })?;
-    let balancer = Arc::new(Balancer::new(service, kind, ejection));
-    let mut changes = discovery.subscribe(service);
-    if let Some(instances) = changes.borrow_and_update().clone() {
-        balancer.update(&instances);
-    }
-    let weak = Arc::downgrade(&balancer);
-    runtime.spawn(async move {
-        while changes.changed().await.is_ok() {
-            let Some(balancer) = weak.upgrade() else {
-                break;
-            };
-            if let Some(instances) = changes.borrow_and_update().clone() {
-                balancer.update(&instances);
-            }
-        }
-    });
-    Ok(balancer)
+    Ok(Balancer::following(
+        service,
+        kind,
+        ejection,
+        discovery.subscribe(service),
+        &runtime,
+    ))
 }
 
 fn new_http_client(connect_timeout: Duration) -> Result<reqwest::Client, Error> {

@@ -36,6 +36,7 @@ pub mod interceptor;
 pub mod observe;
 pub mod policy;
 pub mod request;
+mod sync;
 mod url;
 
 pub use balance::{Balance, OutlierEjection};

@@ -18,38 +18,24 @@
 //! a client would contend on one lock. Here the window is a ring of
 //! one-second slots, each one `AtomicU64` holding the slot's second and its
 //! balance; a deposit is one compare-and-swap on the current slot. A
-//! withdrawal sums the ring (ten loads) and happens only on the retry path.
-//! Time is read from tokio's clock, so tests can pause it.
+//! withdrawal sums the ring (sixty loads) and happens only on the retry path.
+//! Time is read from tokio's clock, so tests can pause it. The ring is in
+//! `ring.rs`, with its invariants, checked under the loom model checker.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// Tokens are counted in thousandths so that a deposit of 0.2 is exact.
-const SCALE: i64 = 1000;
+mod ring;
 
-/// Number of one-second slots: the window is at most this long.
-const SLOTS: usize = 60;
+use ring::{Ring, SCALE};
 
 /// A per-client retry budget; see the [module docs](self).
 pub struct RetryBudget {
     epoch: Instant,
-    window_secs: u64,
     /// What one call deposits, in thousandths of a retry.
     deposit: i64,
-    /// Always available, in thousandths: `min_per_sec × window`.
-    reserve: i64,
-    /// `(second << 32) | (balance as u32)` per slot, second modulo 2^32.
-    slots: [AtomicU64; SLOTS],
-}
-
-fn pack(second: u64, balance: i32) -> u64 {
-    (second << 32) | u64::from(balance as u32)
-}
-
-fn unpack(word: u64) -> (u64, i32) {
-    (word >> 32, word as u32 as i32)
+    ring: Ring,
 }
 
 impl RetryBudget {
@@ -57,86 +43,42 @@ impl RetryBudget {
     /// calls of the last `window`, with `min_per_sec` retries per second
     /// always allowed. `window` is rounded to whole seconds, 1 to 60.
     pub fn new(ratio: f32, min_per_sec: u32, window: Duration) -> RetryBudget {
-        let window_secs = window.as_secs().clamp(1, SLOTS as u64);
+        let window_secs = window.as_secs().clamp(1, ring::SLOTS as u64);
         let ratio = if ratio.is_finite() {
-            ratio.max(0.0)
+            ratio.clamp(0.0, 1000.0)
         } else {
             0.0
         };
         RetryBudget {
             epoch: Instant::now(),
-            window_secs,
             deposit: (f64::from(ratio) * SCALE as f64).round() as i64,
-            reserve: i64::from(min_per_sec) * window_secs as i64 * SCALE,
-            // Second 0 is a real second: start the slots "long ago" (u32::MAX).
-            slots: std::array::from_fn(|_| AtomicU64::new(pack(u64::from(u32::MAX), 0))),
+            ring: Ring::new(
+                window_secs,
+                i64::from(min_per_sec).saturating_mul(window_secs as i64 * SCALE),
+            ),
         }
     }
 
     fn second(&self, now: Instant) -> u64 {
-        now.saturating_duration_since(self.epoch).as_secs() & u64::from(u32::MAX)
-    }
-
-    /// Adds `amount` to the current second's slot, starting it afresh if it
-    /// last held an older second.
-    fn add(&self, now: Instant, amount: i64) {
-        let second = self.second(now);
-        let slot = &self.slots[(second % SLOTS as u64) as usize];
-        let mut word = slot.load(Ordering::Relaxed);
-        loop {
-            let (held, balance) = unpack(word);
-            let base = if held == second {
-                i64::from(balance)
-            } else {
-                0
-            };
-            let next = (base + amount).clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32;
-            match slot.compare_exchange_weak(
-                word,
-                pack(second, next),
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return,
-                Err(current) => word = current,
-            }
-        }
-    }
-
-    /// Sum of the slots within the window, plus the reserve.
-    fn balance(&self, now: Instant) -> i64 {
-        let second = self.second(now);
-        let live = self.slots.iter().filter_map(|slot| {
-            let (held, balance) = unpack(slot.load(Ordering::Acquire));
-            let age = second.wrapping_sub(held) & u64::from(u32::MAX);
-            (age < self.window_secs).then_some(i64::from(balance))
-        });
-        self.reserve + live.sum::<i64>()
+        now.saturating_duration_since(self.epoch).as_secs()
     }
 
     /// Records a call (not a retry). On every call: one CAS.
     #[inline]
     pub fn deposit(&self, now: Instant) {
         if self.deposit > 0 {
-            self.add(now, self.deposit);
+            self.ring.add(self.second(now), self.deposit);
         }
     }
 
     /// Takes one retry from the budget; `false` when it is spent.
     pub fn withdraw(&self, now: Instant) -> bool {
-        self.add(now, -SCALE);
-        if self.balance(now) >= 0 {
-            return true;
-        }
-        // Overdrawn: give it back. Concurrent withdrawers may briefly see
-        // each other's tokens gone, which errs on the side of fewer retries.
-        self.add(now, SCALE);
-        false
+        self.ring.withdraw(self.second(now))
     }
 
     /// Retries that could be taken now (rounded down).
     pub fn remaining(&self, now: Instant) -> u64 {
-        u64::try_from(self.balance(now) / SCALE).unwrap_or(0)
+        u64::try_from(self.ring.balance(self.second(now)) / SCALE).unwrap_or(0)
     }
 }
 
@@ -144,8 +86,8 @@ impl std::fmt::Debug for RetryBudget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RetryBudget")
             .field("ratio", &(self.deposit as f64 / SCALE as f64))
-            .field("reserve", &(self.reserve / SCALE))
-            .field("window_secs", &self.window_secs)
+            .field("reserve", &(self.ring.reserve() / SCALE))
+            .field("window_secs", &self.ring.window_secs())
             .finish()
     }
 }
@@ -193,7 +135,7 @@ mod tests {
         let budget = RetryBudget::new(1.0, 0, Duration::from_secs(1));
         budget.deposit(Instant::now());
         assert_eq!(budget.remaining(Instant::now()), 1);
-        tokio::time::advance(Duration::from_secs(SLOTS as u64)).await;
+        tokio::time::advance(Duration::from_secs(ring::SLOTS as u64)).await;
         // Same slot index, a later second: the old balance must not count.
         assert_eq!(budget.remaining(Instant::now()), 0);
         budget.deposit(Instant::now());

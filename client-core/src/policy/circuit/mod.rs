@@ -20,21 +20,28 @@
 //! sleeping; and its default policy costs about 109 ns per call. The breaker
 //! here is one small module instead:
 //!
-//! - The state, the generation and the half-open trial counts share one
-//!   `AtomicU64`, so every transition is a single compare-and-swap and
-//!   exactly one caller performs it (and emits its event). A trial that
-//!   belongs to an older generation can no longer move the state.
+//! - The state machine (`state.rs`) is lock-free and knows nothing but
+//!   atomics: the state, the generation and the half-open trial counts share
+//!   one `AtomicU64`, so every transition is a single compare-and-swap, a
+//!   CAS that loses re-reads and decides again, and exactly one caller
+//!   performs a transition (and emits its event). A trial that belongs to an
+//!   older generation can no longer move the state, and an outcome from an
+//!   earlier closed period is not counted in a later one. Its invariants are
+//!   written down in `state.rs` and checked under the loom model checker
+//!   (`client-core/tests/loom.rs`), which tries every interleaving of a few
+//!   threads.
 //! - The window is a ring of `AtomicU8` outcomes with running counts of
 //!   failures and slow calls; recording a success into a healthy window is
-//!   one `fetch_add` and one `swap`. Rates are only computed when a failure
-//!   or a slow call is recorded, since nothing else can raise them.
+//!   one load, one `fetch_add` and one `swap`. Rates are only computed when
+//!   a failure or a slow call is recorded, since nothing else can raise them.
 //! - A trial call whose future is dropped (cancelled) gives its trial slot
 //!   back, so a half-open breaker never waits for an answer that will not
 //!   come.
 //! - Time comes from the caller (tokio's clock), so tests pause it.
+//! - `min_calls` above `window` could never be reached; it is clamped to the
+//!   window, as Resilience4j does.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -44,8 +51,12 @@ use super::classify::Outcome;
 use crate::observe::{Event, EventSink};
 use crate::{Error, ErrorKind};
 
+mod state;
+
+use state::{Granted, Phase, Refused, Settings, State};
+
 /// The largest window (and number of half-open trials) a breaker accepts.
-pub const MAX_WINDOW: u32 = 10_000;
+pub const MAX_WINDOW: u32 = state::MAX_COUNT;
 
 /// The state of a circuit breaker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -68,100 +79,75 @@ impl fmt::Display for CircuitState {
     }
 }
 
-// ===== the state word =====
-//
-// bits 0..2   state (0 closed, 1 open, 2 half-open)
-// bits 2..18  trials issued (half-open)
-// bits 18..34 trials succeeded (half-open)
-// bits 34..64 generation, bumped by every transition
-
-const CLOSED: u64 = 0;
-const OPEN: u64 = 1;
-const HALF_OPEN: u64 = 2;
-const COUNT_MASK: u64 = 0xFFFF;
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct Word(u64);
-
-impl Word {
-    fn new(state: u64, issued: u64, succeeded: u64, generation: u64) -> Word {
-        Word(state | (issued << 2) | (succeeded << 18) | (generation << 34))
-    }
-    fn state(self) -> u64 {
-        self.0 & 0b11
-    }
-    fn issued(self) -> u64 {
-        (self.0 >> 2) & COUNT_MASK
-    }
-    fn succeeded(self) -> u64 {
-        (self.0 >> 18) & COUNT_MASK
-    }
-    fn generation(self) -> u64 {
-        self.0 >> 34
-    }
-    /// The next generation in `state`, with no trials.
-    fn next(self, state: u64) -> Word {
-        Word::new(state, 0, 0, (self.generation() + 1) & ((1 << 30) - 1))
-    }
-    fn public(self) -> CircuitState {
-        match self.state() {
-            CLOSED => CircuitState::Closed,
-            OPEN => CircuitState::Open,
-            _ => CircuitState::HalfOpen,
+impl From<Phase> for CircuitState {
+    fn from(phase: Phase) -> Self {
+        match phase {
+            Phase::Closed => CircuitState::Closed,
+            Phase::Open => CircuitState::Open,
+            Phase::HalfOpen => CircuitState::HalfOpen,
         }
     }
 }
-
-const FILLED: u8 = 1;
-const FAILED: u8 = 2;
-const SLOW: u8 = 4;
 
 /// One method's circuit breaker; see the [module docs](self).
 pub struct CircuitBreaker {
     name: Box<str>,
     policy: CircuitPolicy,
-    /// `policy.open_for` in nanoseconds.
-    open_for: u64,
     epoch: Instant,
-    word: AtomicU64,
-    /// When the breaker last opened, in nanoseconds since `epoch`.
-    opened_at: AtomicU64,
-    slots: Box<[AtomicU8]>,
-    next: AtomicU64,
-    failures: AtomicU64,
-    slow: AtomicU64,
+    state: State,
     events: EventSink,
 }
 
 impl CircuitBreaker {
-    /// A closed breaker named `name` (`<service>#<method>`).
+    /// A closed breaker named `name` (`<service>#<method>`). Out-of-range
+    /// settings are clamped: the window to 1–[`MAX_WINDOW`], `min_calls` to
+    /// the window (as Resilience4j does), `half_open_calls` to
+    /// 1–[`MAX_WINDOW`].
     pub fn new(name: impl Into<Box<str>>, policy: CircuitPolicy, events: EventSink) -> Self {
-        let window = policy.window.clamp(1, MAX_WINDOW) as usize;
+        let state = State::new(Settings {
+            window: policy.window,
+            min_calls: policy.min_calls,
+            failure_rate: policy.failure_rate,
+            slow_rate: policy.slow_call_rate,
+            open_for: u64::try_from(policy.open_for.as_nanos()).unwrap_or(u64::MAX),
+            half_open_calls: policy.half_open_calls,
+        });
+        let clamped = state.settings();
+        let policy = CircuitPolicy {
+            window: clamped.window,
+            min_calls: clamped.min_calls,
+            half_open_calls: clamped.half_open_calls,
+            ..policy
+        };
         CircuitBreaker {
             name: name.into(),
-            open_for: u64::try_from(policy.open_for.as_nanos()).unwrap_or(u64::MAX),
             policy,
             epoch: Instant::now(),
-            word: AtomicU64::new(Word::new(CLOSED, 0, 0, 0).0),
-            opened_at: AtomicU64::new(0),
-            slots: (0..window).map(|_| AtomicU8::new(0)).collect(),
-            next: AtomicU64::new(0),
-            failures: AtomicU64::new(0),
-            slow: AtomicU64::new(0),
+            state,
             events,
         }
     }
 
-    /// The breaker's name: `<service>#<method>`.
+    /// The breaker's name: `<service>#<method>`, as events report it.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The policy in use (after clamping).
+    pub fn policy(&self) -> &CircuitPolicy {
+        &self.policy
     }
 
     /// The current state, read without changing it. (An open breaker whose
     /// `open_for` has passed reads as open until the next call moves it to
     /// half-open.)
     pub fn state(&self) -> CircuitState {
-        Word(self.word.load(Ordering::Acquire)).public()
+        self.state.phase().into()
+    }
+
+    /// `(failures, slow calls, outcomes)` in the sliding window now.
+    pub fn window_counts(&self) -> (u64, u64, u64) {
+        self.state.window_counts()
     }
 
     /// Nanoseconds since the breaker was made (u64 arithmetic: 584 years).
@@ -173,6 +159,14 @@ impl CircuitBreaker {
             .saturating_add(u64::from(d.subsec_nanos()))
     }
 
+    fn emit(&self, from: Phase, to: Phase) {
+        self.events.emit(&Event::CircuitStateChanged {
+            breaker: &self.name,
+            from: from.into(),
+            to: to.into(),
+        });
+    }
+
     /// Asks to make one attempt.
     ///
     /// # Errors
@@ -181,188 +175,19 @@ impl CircuitBreaker {
     /// [`ErrorKind::CircuitOpen`] error with [`Rejected::into_error`].
     #[inline]
     pub fn admit(&self, now: Instant) -> Result<Permit<'_>, Rejected<'_>> {
-        let word = Word(self.word.load(Ordering::Acquire));
-        match word.state() {
-            CLOSED => Ok(self.permit(word, false)),
-            // The common rejection, kept inline: one load, one subtraction.
-            OPEN => match self.still_open(now) {
-                Some(rejected) => Err(rejected),
-                None => self.admit_slow(word, now),
-            },
-            _ => self.admit_slow(word, now),
-        }
-    }
-
-    #[inline]
-    fn permit(&self, word: Word, trial: bool) -> Permit<'_> {
-        Permit {
-            breaker: self,
-            generation: word.generation(),
-            trial,
-            done: false,
-        }
-    }
-
-    /// The rejection of an open breaker whose `open_for` has not passed.
-    #[inline]
-    fn still_open(&self, now: Instant) -> Option<Rejected<'_>> {
-        let opened = self.opened_at.load(Ordering::Acquire);
-        let elapsed = self.nanos(now).saturating_sub(opened);
-        (elapsed < self.open_for).then(|| Rejected {
-            breaker: self,
-            open_for_another: Some(Duration::from_nanos(self.open_for - elapsed)),
-        })
-    }
-
-    #[cold]
-    fn admit_slow(&self, mut word: Word, now: Instant) -> Result<Permit<'_>, Rejected<'_>> {
-        loop {
-            match word.state() {
-                CLOSED => return Ok(self.permit(word, false)),
-                OPEN => {
-                    if let Some(rejected) = self.still_open(now) {
-                        return Err(rejected);
-                    }
-                    let half = word.next(HALF_OPEN);
-                    match self.cas(word, half) {
-                        Ok(()) => {
-                            self.emit(CircuitState::Open, CircuitState::HalfOpen);
-                            word = half;
-                        }
-                        Err(current) => word = current,
-                    }
-                }
-                _ => {
-                    if word.issued() >= u64::from(self.policy.half_open_calls) {
-                        return Err(Rejected {
-                            breaker: self,
-                            open_for_another: None,
-                        });
-                    }
-                    let taken = Word(word.0 + (1 << 2));
-                    match self.cas(word, taken) {
-                        Ok(()) => return Ok(self.permit(word, true)),
-                        Err(current) => word = current,
-                    }
-                }
-            }
-        }
-    }
-
-    fn cas(&self, from: Word, to: Word) -> Result<(), Word> {
-        self.word
-            .compare_exchange(from.0, to.0, Ordering::AcqRel, Ordering::Acquire)
-            .map(|_| ())
-            .map_err(Word)
-    }
-
-    fn emit(&self, from: CircuitState, to: CircuitState) {
-        self.events.emit(&Event::CircuitStateChanged {
-            breaker: &self.name,
-            from,
-            to,
-        });
-    }
-
-    /// Adds an outcome to the window; opens the breaker when a threshold is
-    /// reached.
-    fn record_closed(&self, failed: bool, slow: bool, now: Instant) {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let window = self.slots.len() as u64;
-        let bits = FILLED | if failed { FAILED } else { 0 } | if slow { SLOW } else { 0 };
-        let old = self.slots[(n % window) as usize].swap(bits, Ordering::Relaxed);
-        let changed = old ^ bits;
-        if changed & FAILED != 0 {
-            if failed {
-                self.failures.fetch_add(1, Ordering::Relaxed);
-            } else {
-                self.failures.fetch_sub(1, Ordering::Relaxed);
-            }
-        }
-        if changed & SLOW != 0 {
-            if slow {
-                self.slow.fetch_add(1, Ordering::Relaxed);
-            } else {
-                self.slow.fetch_sub(1, Ordering::Relaxed);
-            }
-        }
-        if !(failed || slow) {
-            return; // a success cannot raise a rate
-        }
-        let total = (n + 1).min(window);
-        if total < u64::from(self.policy.min_calls) {
-            return;
-        }
-        let over = |count: u64, rate: u8| count * 100 >= u64::from(rate) * total;
-        if over(
-            self.failures.load(Ordering::Relaxed),
-            self.policy.failure_rate,
-        ) || over(
-            self.slow.load(Ordering::Relaxed),
-            self.policy.slow_call_rate,
-        ) {
-            let word = Word(self.word.load(Ordering::Acquire));
-            if word.state() == CLOSED {
-                self.open(word, CircuitState::Closed, now);
-            }
-        }
-    }
-
-    /// Moves `word` to open; only the caller whose CAS wins emits the event.
-    fn open(&self, word: Word, from: CircuitState, now: Instant) {
-        self.opened_at.store(self.nanos(now), Ordering::Release);
-        if self.cas(word, word.next(OPEN)).is_ok() {
-            self.emit(from, CircuitState::Open);
-        }
-    }
-
-    fn reset_window(&self) {
-        for slot in self.slots.iter() {
-            slot.store(0, Ordering::Relaxed);
-        }
-        self.next.store(0, Ordering::Relaxed);
-        self.failures.store(0, Ordering::Relaxed);
-        self.slow.store(0, Ordering::Relaxed);
-    }
-
-    /// A trial's outcome (or its cancellation, `None`).
-    fn record_trial(&self, generation: u64, outcome: Option<bool>, now: Instant) {
-        let mut word = Word(self.word.load(Ordering::Acquire));
-        loop {
-            if word.state() != HALF_OPEN || word.generation() != generation {
-                return; // a trial of an earlier half-open period
-            }
-            match outcome {
-                Some(false) => {
-                    self.open(word, CircuitState::HalfOpen, now);
-                    return;
-                }
-                None => {
-                    let released = Word(word.0 - (1 << 2));
-                    match self.cas(word, released) {
-                        Ok(()) => return,
-                        Err(current) => word = current,
-                    }
-                }
-                Some(true) => {
-                    let succeeded = word.succeeded() + 1;
-                    if succeeded >= u64::from(self.policy.half_open_calls) {
-                        self.reset_window();
-                        match self.cas(word, word.next(CLOSED)) {
-                            Ok(()) => {
-                                self.emit(CircuitState::HalfOpen, CircuitState::Closed);
-                                return;
-                            }
-                            Err(current) => word = current,
-                        }
-                    } else {
-                        match self.cas(word, Word(word.0 + (1 << 18))) {
-                            Ok(()) => return,
-                            Err(current) => word = current,
-                        }
-                    }
-                }
-            }
+        match self
+            .state
+            .admit(self.nanos(now), |from, to| self.emit(from, to))
+        {
+            Ok(granted) => Ok(Permit {
+                breaker: self,
+                granted,
+                done: false,
+            }),
+            Err(refused) => Err(Rejected {
+                breaker: self,
+                refused,
+            }),
         }
     }
 }
@@ -379,11 +204,19 @@ impl fmt::Debug for CircuitBreaker {
 
 /// A call the breaker turned away. Cheap (no allocation); the call
 /// pipeline turns it into an error.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct Rejected<'a> {
     breaker: &'a CircuitBreaker,
-    /// Open: how long it stays open. `None`: half-open, trials in flight.
-    open_for_another: Option<Duration>,
+    refused: Refused,
+}
+
+impl fmt::Debug for Rejected<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Rejected")
+            .field("breaker", &self.breaker.name)
+            .field("refused", &self.refused)
+            .finish()
+    }
 }
 
 impl Rejected<'_> {
@@ -391,9 +224,12 @@ impl Rejected<'_> {
     #[cold]
     pub fn into_error(self) -> Error {
         let name = &self.breaker.name;
-        let message = match self.open_for_another {
-            Some(left) => format!("`{name}` rejects calls for another {left:?}"),
-            None => format!(
+        let message = match self.refused {
+            Refused::Open { left } => format!(
+                "`{name}` rejects calls for another {:?}",
+                Duration::from_nanos(left)
+            ),
+            Refused::TrialsBusy => format!(
                 "`{name}` is half-open and its {} trial calls are in flight",
                 self.breaker.policy.half_open_calls
             ),
@@ -408,8 +244,7 @@ impl Rejected<'_> {
 #[must_use = "record the attempt's outcome"]
 pub struct Permit<'a> {
     breaker: &'a CircuitBreaker,
-    generation: u64,
-    trial: bool,
+    granted: Granted,
     done: bool,
 }
 
@@ -419,30 +254,39 @@ impl Permit<'_> {
     pub fn record(mut self, outcome: Outcome, elapsed: Duration, now: Instant) {
         self.done = true;
         let b = self.breaker;
+        let now = b.nanos(now);
+        let emit = |from, to| b.emit(from, to);
+        let generation = self.granted.generation;
         let slow = elapsed >= b.policy.slow_call;
         let failed = match outcome {
             Outcome::Success => false,
             Outcome::Failure => true,
             Outcome::Ignored => {
-                if self.trial {
-                    b.record_trial(self.generation, None, now);
+                if self.granted.trial {
+                    b.state.record_trial(generation, None, now, emit);
                 }
                 return;
             }
         };
-        if self.trial {
-            b.record_trial(self.generation, Some(!(failed || slow)), now);
+        if self.granted.trial {
+            b.state
+                .record_trial(generation, Some(!(failed || slow)), now, emit);
         } else {
-            b.record_closed(failed, slow, now);
+            b.state.record_closed(generation, failed, slow, now, emit);
         }
     }
 }
 
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
-        if self.trial && !self.done {
-            self.breaker
-                .record_trial(self.generation, None, Instant::now());
+        if self.granted.trial && !self.done {
+            let b = self.breaker;
+            b.state.record_trial(
+                self.granted.generation,
+                None,
+                b.nanos(Instant::now()),
+                |f, t| b.emit(f, t),
+            );
         }
     }
 }
@@ -650,13 +494,91 @@ mod tests {
         for t in threads {
             let _ = t.join();
         }
-        assert_eq!(b.next.load(Ordering::Relaxed), 1000);
-        let filled = b
-            .slots
-            .iter()
-            .filter(|s| s.load(Ordering::Relaxed) == FILLED)
-            .count();
-        assert_eq!(filled, 1000);
+        assert_eq!(b.window_counts(), (0, 0, 1000));
+        assert_eq!(b.state.recount(), (0, 0, 1000));
+        assert_eq!(b.state(), CircuitState::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn min_calls_above_the_window_is_clamped_so_the_breaker_can_open() {
+        let p = CircuitPolicy {
+            window: 4,
+            min_calls: 10,
+            ..policy()
+        };
+        let b = CircuitBreaker::new("svc#m", p, EventSink::none());
+        assert_eq!(b.policy().min_calls, 4);
+        for _ in 0..4 {
+            let _ = call(&b, Outcome::Failure);
+        }
+        assert_eq!(b.state(), CircuitState::Open, "4 failures of a window of 4");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_outcome_from_an_earlier_closed_period_is_not_counted() {
+        let b = CircuitBreaker::new("svc#m", policy(), EventSink::none());
+        let now = Instant::now();
+        // Admitted while closed; answers only after the breaker opened and
+        // closed again.
+        let late = b.admit(now).ok();
+        for _ in 0..4 {
+            let _ = call(&b, Outcome::Failure);
+        }
+        tokio::time::advance(Duration::from_secs(5)).await;
+        for _ in 0..2 {
+            let _ = call(&b, Outcome::Success);
+        }
+        assert_eq!(b.state(), CircuitState::Closed);
+        late.map(|p| p.record(Outcome::Failure, FAST, Instant::now()));
+        assert_eq!(b.window_counts(), (0, 0, 0), "the stale failure is ignored");
+    }
+
+    /// The defect report's reproduction: many tasks on several threads push
+    /// a breaker with three trials and a tiny `open_for` through every
+    /// transition with mixed outcomes. Before trial transitions looped on a
+    /// lost compare-and-swap, a failing trial could lose its CAS to a
+    /// concurrent success and leave the breaker half-open with every trial
+    /// issued, rejecting every call forever. (The loom test proves it for
+    /// every interleaving of three threads; this one runs the real thing.)
+    #[test]
+    fn concurrent_trials_never_leave_the_breaker_stuck_half_open() {
+        let p = CircuitPolicy {
+            window: 4,
+            min_calls: 2,
+            failure_rate: 50,
+            open_for: Duration::from_micros(50),
+            half_open_calls: 3,
+            ..policy()
+        };
+        let b = Arc::new(CircuitBreaker::new("svc#m", p, EventSink::none()));
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let b = b.clone();
+                std::thread::spawn(move || {
+                    for i in 0..20_000u32 {
+                        let now = Instant::now();
+                        let Ok(permit) = b.admit(now) else { continue };
+                        match (i.wrapping_mul(2_654_435_761) ^ t) % 3 {
+                            0 => permit.record(Outcome::Success, FAST, Instant::now()),
+                            1 => permit.record(Outcome::Failure, FAST, Instant::now()),
+                            _ => drop(permit), // cancelled
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            assert!(t.join().is_ok());
+        }
+        // Every trial has ended. Once open_for has passed, calls must be let
+        // through again and three successes must close the breaker.
+        let later = Instant::now() + Duration::from_millis(1);
+        for _ in 0..3 {
+            match b.admit(later) {
+                Ok(permit) => permit.record(Outcome::Success, FAST, later),
+                Err(rejected) => panic!("stuck: {}", rejected.into_error()),
+            }
+        }
         assert_eq!(b.state(), CircuitState::Closed);
     }
 }

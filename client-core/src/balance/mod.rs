@@ -19,27 +19,50 @@
 //! ejected, and if every instance is ejected anyway (the set shrank), all
 //! are used rather than none (Envoy's panic threshold).
 //!
+//! **Fair start and bounded starvation.** A new instance starts with the
+//! median estimate of the set it joins (30 ms in an empty set), so it
+//! competes at once instead of losing to estimates that have decayed below
+//! a fixed starting value. And an instance that nobody has tried for
+//! [`PROBE_AFTER`] (and that has nothing in flight) wins its comparison, so
+//! one noisy answer cannot starve an instance for the tens of seconds its
+//! estimate would take to decay: it is probed, and its estimate refreshed.
+//!
 //! The instance set is an `ArcSwap`: a pick reads it without a lock, and
 //! costs O(1) whatever the number of instances (two random probes; a bounded
 //! number more if they hit ejected instances). Updates from the discovery
-//! build a new set that keeps each surviving instance's state (by id), so a
-//! removed instance gets no new calls while its in-flight calls finish, and
-//! a new one gets traffic at once.
+//! build a new set that keeps each surviving instance's state (by id, in
+//! O(n + m)), so a removed instance gets no new calls while its in-flight
+//! calls finish, and a new one gets traffic at once.
+//!
+//! **Changes are seen by the next call.** A balancer follows its
+//! discovery's channel on a task (which ends with the balancer), and every
+//! pick also checks, with one atomic load, whether the channel has a version
+//! the set does not reflect yet; if so, the pick applies it first. So a
+//! change made through [`StaticDiscovery`](crate::StaticDiscovery) is seen
+//! by the next call made after it returns, not whenever the task runs.
+//!
+//! The per-instance counters and the ejection decision are in `health.rs`,
+//! with their invariants, checked under the loom model checker.
 //!
 //! [`Discovery`]: crate::discovery::Discovery
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
-use crate::discovery::Instance;
+use crate::discovery::{Instance, Instances, Subscription};
 use crate::policy::classify::Outcome;
 use crate::url::normalize_base_url;
+
+mod health;
+
+use health::{Ejection, Ejector, Health};
 
 /// How a client spreads calls over instances.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -77,12 +100,27 @@ impl Default for OutlierEjection {
     }
 }
 
-/// Round-trip estimate an instance starts with: 30 ms.
+impl OutlierEjection {
+    fn in_nanos(&self) -> Ejection {
+        let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        Ejection {
+            consecutive_failures: self.consecutive_failures.max(1),
+            base: ns(self.base_time),
+            max: ns(self.max_time),
+            max_percent: self.max_ejected_percent.min(100),
+        }
+    }
+}
+
+/// Round-trip estimate an instance starts with in an empty set: 30 ms.
 const INITIAL_RTT_NS: f64 = 30_000_000.0;
 /// Time constant of the estimate's decay: 10 s.
 const DECAY_NS: f64 = 10_000_000_000.0;
 /// Random probes before a pick falls back to a scan.
 const PROBES: usize = 8;
+/// An idle instance not tried for this long wins its next comparison.
+pub const PROBE_AFTER: Duration = Duration::from_secs(1);
+const PROBE_AFTER_NS: u64 = 1_000_000_000;
 
 /// One instance, with what the balancer has learnt about it.
 pub struct Endpoint {
@@ -91,15 +129,11 @@ pub struct Endpoint {
     instance: Instance,
     /// Normalised base URL.
     base: Box<str>,
-    in_flight: AtomicU32,
+    health: Health,
     /// Round-trip estimate in ns, as `f64` bits.
     rtt: AtomicU64,
     /// When `rtt` was last updated, ns since the balancer's epoch.
     stamp: AtomicU64,
-    failures: AtomicU32,
-    /// Ejected until this time (ns since the epoch); 0 when never.
-    ejected_until: AtomicU64,
-    ejections: AtomicU32,
 }
 
 impl Endpoint {
@@ -115,22 +149,34 @@ impl Endpoint {
 
     /// Calls in flight to it now.
     pub fn in_flight(&self) -> u32 {
-        self.in_flight.load(Ordering::Relaxed)
+        self.health.in_flight()
     }
 
-    fn ejected(&self, now_ns: u64) -> bool {
-        self.ejected_until.load(Ordering::Relaxed) > now_ns
+    /// Times it was ejected.
+    pub fn ejections(&self) -> u32 {
+        self.health.ejections()
     }
 
-    /// The estimate decayed to `now_ns`.
-    fn rtt_at(&self, now_ns: u64) -> f64 {
+    /// The round-trip estimate (peak-EWMA) as of its last answer, before
+    /// decay.
+    pub fn rtt_estimate(&self) -> Duration {
+        Duration::from_nanos(f64::from_bits(self.rtt.load(Ordering::Relaxed)) as u64)
+    }
+
+    fn rtt_at_raw(&self, now_ns: u64) -> f64 {
         let rtt = f64::from_bits(self.rtt.load(Ordering::Relaxed));
         let elapsed = now_ns.saturating_sub(self.stamp.load(Ordering::Relaxed)) as f64;
         rtt * (-elapsed / DECAY_NS).exp()
     }
 
     fn cost(&self, now_ns: u64) -> f64 {
-        self.rtt_at(now_ns) * f64::from(self.in_flight() + 1)
+        self.rtt_at_raw(now_ns) * f64::from(self.in_flight() + 1)
+    }
+
+    /// Idle and not tried for [`PROBE_AFTER`]: worth a probe.
+    fn is_stale(&self, now_ns: u64) -> bool {
+        self.in_flight() == 0
+            && now_ns.saturating_sub(self.stamp.load(Ordering::Relaxed)) >= PROBE_AFTER_NS
     }
 }
 
@@ -144,7 +190,7 @@ impl fmt::Debug for Endpoint {
                 "rtt_ms",
                 &(f64::from_bits(self.rtt.load(Ordering::Relaxed)) / 1e6),
             )
-            .field("ejections", &self.ejections.load(Ordering::Relaxed))
+            .field("ejections", &self.ejections())
             .finish()
     }
 }
@@ -169,8 +215,17 @@ impl Picked {
 
 impl Drop for Picked {
     fn drop(&mut self) {
-        self.endpoint.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.endpoint.health.leave();
     }
+}
+
+/// The set a pick reads: the endpoints, and the discovery version they
+/// reflect.
+struct Snapshot {
+    endpoints: Vec<Arc<Endpoint>>,
+    /// A receiver that has seen the version `endpoints` reflects, or `None`
+    /// for a balancer fed by hand ([`Balancer::update`]).
+    seen: Option<Subscription>,
 }
 
 /// The instances of one service and the balancing state; one per built
@@ -178,14 +233,19 @@ impl Drop for Picked {
 pub struct Balancer {
     service: &'static str,
     kind: Balance,
-    ejection: Option<OutlierEjection>,
+    ejection: Option<Ejection>,
     epoch: Instant,
-    set: ArcSwap<Vec<Arc<Endpoint>>>,
+    set: ArcSwap<Snapshot>,
+    /// Where changes come from; locked only to apply one.
+    source: Mutex<Option<Subscription>>,
+    ejector: Ejector,
     next: AtomicUsize,
     keys: AtomicU64,
     /// Whether the discovery has answered once; calls wait for it.
     known: AtomicBool,
     first_answer: Notify,
+    /// Dropped with the balancer, which ends its follower task.
+    stop: Mutex<Option<oneshot::Sender<()>>>,
 }
 
 impl Balancer {
@@ -194,13 +254,87 @@ impl Balancer {
         Balancer {
             service,
             kind,
-            ejection,
+            ejection: ejection.map(|e| e.in_nanos()),
             epoch: Instant::now(),
-            set: ArcSwap::from_pointee(Vec::new()),
+            set: ArcSwap::from_pointee(Snapshot {
+                endpoints: Vec::new(),
+                seen: None,
+            }),
+            source: Mutex::new(None),
+            ejector: Ejector::new(),
             next: AtomicUsize::new(0),
             keys: AtomicU64::new(1),
             known: AtomicBool::new(false),
             first_answer: Notify::new(),
+            stop: Mutex::new(None),
+        }
+    }
+
+    /// A balancer fed by `subscription`, kept up to date by a task on
+    /// `runtime` that ends when the balancer is dropped (or the discovery
+    /// closes the channel). Picks also apply a pending change themselves.
+    pub(crate) fn following(
+        service: &'static str,
+        kind: Balance,
+        ejection: Option<OutlierEjection>,
+        subscription: Subscription,
+        runtime: &tokio::runtime::Handle,
+    ) -> Arc<Balancer> {
+        let balancer = Arc::new(Balancer::new(service, kind, ejection));
+        let mut changes = subscription.clone();
+        balancer.follow(subscription);
+        let (stop, mut stopped) = oneshot::channel::<()>();
+        *balancer.stop.lock().unwrap_or_else(|p| p.into_inner()) = Some(stop);
+        let weak = Arc::downgrade(&balancer);
+        runtime.spawn(async move {
+            loop {
+                tokio::select! {
+                    changed = changes.changed() => {
+                        let (Ok(()), Some(balancer)) = (changed, weak.upgrade()) else {
+                            break;
+                        };
+                        balancer.refresh();
+                    }
+                    _ = &mut stopped => break,
+                }
+            }
+        });
+        balancer
+    }
+
+    /// Takes the instance set from `subscription` from now on: its current
+    /// value at once, each change as soon as a pick or [`refresh`](Self::refresh)
+    /// sees it.
+    pub fn follow(&self, subscription: Subscription) {
+        *self.source.lock().unwrap_or_else(|p| p.into_inner()) = Some(subscription);
+        self.refresh_forced();
+    }
+
+    /// Applies the subscription's latest set, if it has one not applied yet.
+    pub fn refresh(&self) {
+        let set = self.set.load();
+        if let Some(seen) = &set.seen
+            && !seen.has_changed().unwrap_or(false)
+        {
+            return;
+        }
+        self.refresh_forced();
+    }
+
+    #[cold]
+    fn refresh_forced(&self) {
+        let mut source = self.source.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(rx) = source.as_mut() else {
+            return;
+        };
+        let latest: Option<Instances> = rx.borrow_and_update().clone();
+        let seen = Some(rx.clone());
+        if let Some(instances) = latest {
+            self.apply(&instances, seen);
+        } else {
+            // Not answered yet: remember the version, keep waiting.
+            let endpoints = self.set.load().endpoints.clone();
+            self.set.store(Arc::new(Snapshot { endpoints, seen }));
         }
     }
 
@@ -213,6 +347,7 @@ impl Balancer {
     pub async fn known(&self) {
         loop {
             let answered = self.first_answer.notified();
+            self.refresh();
             if self.is_known() {
                 return;
             }
@@ -227,17 +362,28 @@ impl Balancer {
             .saturating_add(u64::from(d.subsec_nanos()))
     }
 
-    /// Replaces the instance set. Instances already known (same id and URL)
-    /// keep their state; an instance whose URL is not a valid base URL is
-    /// left out.
+    /// Replaces the instance set by hand. Instances already known (same id
+    /// and URL) keep their state; an instance whose URL is not a valid base
+    /// URL is left out.
     pub fn update(&self, instances: &[Instance]) {
+        let _source = self.source.lock().unwrap_or_else(|p| p.into_inner());
+        self.apply(instances, None);
+    }
+
+    /// Builds and publishes the new set (the caller holds `source`).
+    fn apply(&self, instances: &[Instance], seen: Option<Subscription>) {
         let old = self.set.load();
         let now_ns = self.nanos(Instant::now());
+        let by_id: HashMap<&str, &Arc<Endpoint>> = old
+            .endpoints
+            .iter()
+            .map(|e| (e.instance.id.as_str(), e))
+            .collect();
+        let start = fair_start(&old.endpoints, now_ns);
         let mut endpoints = Vec::with_capacity(instances.len());
         for instance in instances {
-            if let Some(known) = old
-                .iter()
-                .find(|e| e.instance.id == instance.id && e.instance.url == instance.url)
+            if let Some(known) = by_id.get(instance.id.as_str())
+                && known.instance.url == instance.url
             {
                 endpoints.push(Arc::clone(known));
                 continue;
@@ -249,15 +395,12 @@ impl Balancer {
                 key: self.keys.fetch_add(1, Ordering::Relaxed),
                 instance: instance.clone(),
                 base: base.into_boxed_str(),
-                in_flight: AtomicU32::new(0),
-                rtt: AtomicU64::new(INITIAL_RTT_NS.to_bits()),
+                health: Health::new(),
+                rtt: AtomicU64::new(start.to_bits()),
                 stamp: AtomicU64::new(now_ns),
-                failures: AtomicU32::new(0),
-                ejected_until: AtomicU64::new(0),
-                ejections: AtomicU32::new(0),
             }));
         }
-        self.set.store(Arc::new(endpoints));
+        self.set.store(Arc::new(Snapshot { endpoints, seen }));
         if !self.known.swap(true, Ordering::AcqRel) {
             self.first_answer.notify_waiters();
         }
@@ -265,7 +408,8 @@ impl Balancer {
 
     /// The current instances.
     pub fn endpoints(&self) -> Vec<Arc<Endpoint>> {
-        self.set.load().iter().cloned().collect()
+        self.refresh();
+        self.set.load().endpoints.clone()
     }
 
     /// Picks an instance, preferring one other than `avoid` (the key of the
@@ -273,14 +417,21 @@ impl Balancer {
     /// instances.
     #[inline]
     pub fn pick(&self, avoid: u64, now: Instant) -> Option<Picked> {
-        let set = self.set.load();
+        let mut snapshot = self.set.load();
+        if let Some(seen) = &snapshot.seen
+            && seen.has_changed().unwrap_or(false)
+        {
+            self.refresh_forced();
+            snapshot = self.set.load();
+        }
+        let set = &snapshot.endpoints;
         let n = set.len();
         let endpoint = match n {
             0 => return None,
             1 => &set[0],
             _ => {
                 let now_ns = self.nanos(now);
-                let usable = |e: &Endpoint| e.key != avoid && !e.ejected(now_ns);
+                let usable = |e: &Endpoint| e.key != avoid && !e.health.is_ejected(now_ns);
                 let index = match self.kind {
                     // Each skip takes a turn of its own, so an ejected
                     // instance's share is spread, not handed to its neighbour.
@@ -295,8 +446,8 @@ impl Balancer {
                         };
                         match probe(None) {
                             Some(a) => match probe(Some(a)) {
-                                Some(b) if set[b].cost(now_ns) < set[a].cost(now_ns) => Some(b),
-                                _ => Some(a),
+                                Some(b) => Some(cheaper(set, a, b, now_ns)),
+                                None => Some(a),
                             },
                             None => set.iter().position(|e| usable(e)),
                         }
@@ -305,12 +456,12 @@ impl Balancer {
                 // Nothing usable: the one to avoid if it is not ejected, else
                 // any (Envoy's panic mode: all rather than none).
                 let index = index
-                    .or_else(|| set.iter().position(|e| !e.ejected(now_ns)))
+                    .or_else(|| set.iter().position(|e| !e.health.is_ejected(now_ns)))
                     .unwrap_or_else(|| fastrand::usize(..n));
                 &set[index]
             }
         };
-        endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
+        endpoint.health.enter();
         Some(Picked {
             endpoint: Arc::clone(endpoint),
         })
@@ -335,35 +486,20 @@ impl Balancer {
         e.rtt.store(next.to_bits(), Ordering::Relaxed);
         e.stamp.store(now_ns, Ordering::Relaxed);
         match outcome {
-            Outcome::Success => {
-                if e.failures.load(Ordering::Relaxed) != 0 {
-                    e.failures.store(0, Ordering::Relaxed);
+            Outcome::Success => e.health.succeeded(),
+            Outcome::Failure => {
+                if let Some(policy) = &self.ejection {
+                    let set = self.set.load();
+                    self.ejector.failed(
+                        &e.health,
+                        set.endpoints.iter().map(|x| &x.health),
+                        policy,
+                        now_ns,
+                    );
                 }
             }
-            Outcome::Failure => self.failed(e, now_ns),
             Outcome::Ignored => {}
         }
-    }
-
-    fn failed(&self, e: &Endpoint, now_ns: u64) {
-        let Some(policy) = &self.ejection else {
-            return;
-        };
-        let failures = e.failures.fetch_add(1, Ordering::Relaxed) + 1;
-        if failures < policy.consecutive_failures || e.ejected(now_ns) {
-            return;
-        }
-        let set = self.set.load();
-        let ejected = set.iter().filter(|x| x.ejected(now_ns)).count();
-        if (ejected + 1) * 100 > set.len() * usize::from(policy.max_ejected_percent) {
-            return; // would eject too much of the set
-        }
-        let times = e.ejections.fetch_add(1, Ordering::Relaxed) + 1;
-        let length = policy.base_time.saturating_mul(times).min(policy.max_time);
-        let length_ns = u64::try_from(length.as_nanos()).unwrap_or(u64::MAX);
-        e.ejected_until
-            .store(now_ns.saturating_add(length_ns), Ordering::Relaxed);
-        e.failures.store(0, Ordering::Relaxed);
     }
 
     /// Whether the instance with this id is ejected now.
@@ -371,8 +507,9 @@ impl Balancer {
         let now_ns = self.nanos(Instant::now());
         self.set
             .load()
+            .endpoints
             .iter()
-            .any(|e| e.instance.id == id && e.ejected(now_ns))
+            .any(|e| e.instance.id == id && e.health.is_ejected(now_ns))
     }
 
     /// The service balanced.
@@ -381,12 +518,39 @@ impl Balancer {
     }
 }
 
+/// Of two candidates, the one to send to: an idle one not tried for
+/// [`PROBE_AFTER`] first (so no instance starves), else the cheaper.
+#[inline]
+fn cheaper(set: &[Arc<Endpoint>], a: usize, b: usize, now_ns: u64) -> usize {
+    match (set[a].is_stale(now_ns), set[b].is_stale(now_ns)) {
+        (true, false) => a,
+        (false, true) => b,
+        _ if set[b].cost(now_ns) < set[a].cost(now_ns) => b,
+        _ => a,
+    }
+}
+
+/// The estimate a new instance starts with: the median of the set's current
+/// estimates, so it competes on equal terms; 30 ms in an empty set.
+fn fair_start(set: &[Arc<Endpoint>], now_ns: u64) -> f64 {
+    let mut estimates: Vec<f64> = set
+        .iter()
+        .map(|e| e.rtt_at_raw(now_ns))
+        .filter(|v| v.is_finite())
+        .collect();
+    if estimates.is_empty() {
+        return INITIAL_RTT_NS;
+    }
+    estimates.sort_by(f64::total_cmp);
+    estimates[estimates.len() / 2]
+}
+
 impl fmt::Debug for Balancer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Balancer")
             .field("service", &self.service)
             .field("kind", &self.kind)
-            .field("instances", &*self.set.load())
+            .field("instances", &self.set.load().endpoints)
             .finish()
     }
 }
@@ -432,7 +596,7 @@ mod tests {
             let picked = Picked {
                 endpoint: p.clone(),
             };
-            p.in_flight.fetch_add(1, Ordering::Relaxed);
+            p.health.enter();
             let rtt = if p.instance.id == "i2" { 200 } else { 2 };
             b.record(&picked, Outcome::Success, Duration::from_millis(rtt), now);
         }
@@ -461,7 +625,7 @@ mod tests {
                 let p = Picked {
                     endpoint: e.clone(),
                 };
-                e.in_flight.fetch_add(1, Ordering::Relaxed);
+                e.health.enter();
                 b.record(&p, Outcome::Failure, Duration::from_millis(1), now);
             }
         };
@@ -511,5 +675,116 @@ mod tests {
         assert_eq!(b.pick(key, now).map(|p| p.key()), Some(key));
         b.update(&[]);
         assert!(b.pick(0, now).is_none());
+    }
+
+    /// One call at a time: pick, answer in `rtt`, record, let the time pass.
+    async fn serve(b: &Balancer, calls: usize, rtt: impl Fn(&str) -> u64) -> Vec<String> {
+        let mut ids = Vec::new();
+        for _ in 0..calls {
+            let Some(p) = b.pick(0, Instant::now()) else {
+                break;
+            };
+            let ms = rtt(&id(&p));
+            tokio::time::advance(Duration::from_millis(ms)).await;
+            b.record(
+                &p,
+                Outcome::Success,
+                Duration::from_millis(ms),
+                Instant::now(),
+            );
+            ids.push(id(&p));
+        }
+        ids
+    }
+
+    /// The defect: a new instance started at a fixed 30 ms, which lost every
+    /// comparison to estimates that had decayed to a few ms, so it got no
+    /// traffic for seconds. It now starts at the set's median.
+    #[tokio::test(start_paused = true)]
+    async fn a_new_instance_in_a_warm_set_gets_its_share_at_once() {
+        let b = balancer(Balance::PeakEwma, 2);
+        let _ = serve(&b, 200, |_| 2).await;
+        let mut instances: Vec<Instance> =
+            b.endpoints().iter().map(|e| e.instance().clone()).collect();
+        instances.push(Instance::new("new", "http://10.0.0.9:80"));
+        b.update(&instances);
+        let ids = serve(&b, 60, |_| 2).await;
+        let to_new = ids.iter().filter(|i| *i == "new").count();
+        assert!((10..=40).contains(&to_new), "{to_new} of 60 calls");
+    }
+
+    /// The defect: after one noisy answer, an instance of three equal ones
+    /// lost every comparison until its estimate decayed (about a minute at
+    /// one call at a time). An idle instance untried for PROBE_AFTER now
+    /// wins its next comparison.
+    #[tokio::test(start_paused = true)]
+    async fn one_noisy_answer_cannot_starve_an_instance_past_the_probe_time() {
+        let b = balancer(Balance::PeakEwma, 3);
+        let _ = serve(&b, 60, |_| 2).await;
+        let noisy = b.endpoints()[2].clone();
+        noisy.health.enter();
+        b.record(
+            &Picked { endpoint: noisy },
+            Outcome::Success,
+            Duration::from_millis(500),
+            Instant::now(),
+        );
+        let start = Instant::now();
+        let mut first_again = None;
+        for _ in 0..2000 {
+            let ids = serve(&b, 1, |_| 2).await;
+            if ids.first().map(String::as_str) == Some("i2") {
+                first_again = Some(start.elapsed());
+                break;
+            }
+        }
+        let waited = first_again.unwrap_or_else(|| panic!("i2 never tried again"));
+        assert!(
+            waited >= PROBE_AFTER && waited <= PROBE_AFTER + Duration::from_millis(100),
+            "i2 tried again after {waited:?}"
+        );
+        // The fast two still take almost everything.
+        let ids = serve(&b, 300, |i| if i == "i2" { 500 } else { 2 }).await;
+        let to_slow = ids.iter().filter(|i| *i == "i2").count();
+        assert!(to_slow <= 3, "{to_slow} of 300 to the slow instance");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_change_on_the_channel_is_seen_by_the_next_pick_without_the_task() {
+        let (tx, rx) = tokio::sync::watch::channel(Some(Instances::from(vec![
+            Instance::new("a", "http://10.0.0.1:80"),
+            Instance::new("b", "http://10.0.0.2:80"),
+        ])));
+        let b = Balancer::new("svc", Balance::RoundRobin, None);
+        b.follow(rx);
+        assert_eq!(b.endpoints().len(), 2);
+        tx.send_replace(Some(Instances::from(vec![Instance::new(
+            "b",
+            "http://10.0.0.2:80",
+        )])));
+        // No task runs here: the pick itself applies the change.
+        let now = Instant::now();
+        let ids: Vec<_> = (0..4)
+            .filter_map(|_| b.pick(0, now))
+            .map(|p| id(&p))
+            .collect();
+        assert_eq!(ids, ["b", "b", "b", "b"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn updates_keep_every_instance_state_by_id_in_any_order() {
+        let b = balancer(Balance::RoundRobin, 2000);
+        let before = b.endpoints();
+        let mut instances: Vec<Instance> = before.iter().map(|e| e.instance().clone()).collect();
+        instances.reverse();
+        b.update(&instances);
+        let after = b.endpoints();
+        assert!(
+            after
+                .iter()
+                .zip(before.iter().rev())
+                .all(|(x, y)| Arc::ptr_eq(x, y)),
+            "every instance kept its state"
+        );
     }
 }
