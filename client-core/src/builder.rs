@@ -25,8 +25,9 @@ use crate::policy::budget::RetryBudget;
 use crate::policy::bulkhead::Bulkhead;
 use crate::policy::circuit::CircuitBreaker;
 use crate::policy::fallback::Fallback;
-use crate::policy::{MethodPolicy, Overrides, defaults};
+use crate::policy::{MethodPolicy, defaults};
 use crate::request::header_value;
+use crate::spec::{Overrides, method_of};
 use crate::url::normalize_base_url;
 use crate::{Error, ErrorKind};
 
@@ -350,7 +351,7 @@ impl<C: ClientSpec> ClientBuilder<C> {
                 MethodPolicy::resolve(m, &[method_level, &m.policy, client_level, &def.policy]);
             MethodRuntime {
                 def: m,
-                verb: m.verb.to_method(),
+                verb: method_of(m.verb),
                 breaker: policy.circuit.map(|c| {
                     CircuitBreaker::new(format!("{}#{}", def.name, m.name), c, self.events.clone())
                 }),

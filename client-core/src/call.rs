@@ -49,7 +49,8 @@ use crate::policy::classify::{is_retryable, outcome};
 use crate::policy::fallback::Fallback;
 use crate::policy::retry::{backoff, parse_retry_after};
 use crate::policy::{HedgePolicy, MethodPolicy};
-use crate::request::{ClientDef, MethodDef, RequestParts};
+use crate::request::RequestParts;
+use crate::spec::{ClientDef, MethodDef};
 use crate::{Error, ErrorKind};
 
 /// Implemented by every generated `<Trait>Client`; connects it to

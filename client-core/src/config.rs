@@ -12,12 +12,14 @@
 //! retry.disabled = true
 //! ```
 //!
-//! Keys, at both levels: `timeout`; `retry.{disabled, max_attempts, backoff,
-//! attempt_timeout, on}`; `circuit_breaker.{disabled, window, min_calls,
-//! failure_rate, slow_call, slow_call_rate, open_for, half_open_calls}`;
-//! `bulkhead.{disabled, max_concurrent, max_wait}`; `hedge.{disabled, delay,
-//! max_extra}`. Durations are written as in the attributes (`"300ms"`,
-//! `"2s"`, `"1m 30s"`), a back-off as `"50ms..1s"`.
+//! Keys, at both levels, are those of the attributes, read against the same
+//! schema ([`crate::spec::KEYS`]): `timeout`; `retry.{disabled, max_attempts,
+//! backoff, attempt_timeout, on}`; `circuit_breaker.{disabled, window,
+//! min_calls, failure_rate, slow_call, slow_call_rate, open_for,
+//! half_open_calls}`; `bulkhead.{disabled, max_concurrent, max_wait}`;
+//! `hedge.{disabled, delay, max_extra}`. Durations are written as in the
+//! attributes (`"300ms"`, `"2s"`, `"1m 30s"`, at most a day), a back-off as
+//! `"50ms..1s"`.
 //!
 //! Precedence (see [`crate::policy`]): config method level, method
 //! attribute, config client level, trait attribute, built-in default.
@@ -30,14 +32,11 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Duration;
 
-use serde::Deserialize;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
 
-use crate::policy::{
-    BulkheadOverrides, CircuitOverrides, HedgeOverrides, Overrides, RetryOverrides, StatusSet,
-    circuit, limits,
-};
+use crate::spec::{self, Kind, Overrides, Raw, Value};
 use crate::{Error, ErrorKind};
 
 /// Policy overrides read from TOML; give it to a client with
@@ -78,34 +77,42 @@ impl Config {
         Config::parse(&text, &source)
     }
 
-    fn parse(toml: &str, source: &str) -> Result<Config, Error> {
-        let file: FileSection = toml::from_str(toml).map_err(|e| {
+    fn parse(text: &str, source: &str) -> Result<Config, Error> {
+        let document = DeTable::parse(text).map_err(|e| {
             Error::new(
                 ErrorKind::Config,
                 format!("{source}: {}", e.to_string().trim_end()),
             )
         })?;
+        let reader = Reader { text, source };
         let mut clients = BTreeMap::new();
-        for (name, section) in file.clients {
-            let at = format!("clients.{name}");
-            let fail = |at: &str, KeyError(key, problem): KeyError| {
-                Error::new(
-                    ErrorKind::Config,
-                    format!("{source}: `{at}.{key}`: {problem}"),
-                )
-            };
-            let overrides = section.to_overrides().map_err(|e| fail(&at, e))?;
-            let mut methods = BTreeMap::new();
-            for (method, section) in section.methods.unwrap_or_default() {
-                let at = format!("{at}.methods.{method}");
-                if section.methods.is_some() {
-                    let e = KeyError("methods", "methods do not nest".into());
-                    return Err(fail(&at, e));
-                }
-                let overrides = section.to_overrides().map_err(|e| fail(&at, e))?;
-                methods.insert(method, overrides);
+        for (key, value) in document.get_ref().iter() {
+            if key.get_ref().as_ref() != "clients" {
+                return Err(reader.fail(
+                    key.span(),
+                    key.get_ref(),
+                    "unknown top-level table: courier reads `[clients.<name>]` sections",
+                ));
             }
-            clients.insert(name, ClientConfig { overrides, methods });
+            for (name, section) in reader.table(value, "clients")? {
+                let at = format!("clients.{}", name.get_ref());
+                let (overrides, methods) = reader.section(section, &at, true)?;
+                let mut by_method = BTreeMap::new();
+                if let Some(methods) = methods {
+                    for (method, section) in reader.table(methods, &format!("{at}.methods"))? {
+                        let at = format!("{at}.methods.{}", method.get_ref());
+                        let (overrides, _) = reader.section(section, &at, false)?;
+                        by_method.insert(method.get_ref().to_string(), overrides);
+                    }
+                }
+                clients.insert(
+                    name.get_ref().to_string(),
+                    ClientConfig {
+                        overrides,
+                        methods: by_method,
+                    },
+                );
+            }
         }
         Ok(Config {
             source: source.to_owned(),
@@ -123,233 +130,171 @@ impl Config {
     }
 }
 
-// ===== the file's shape =====
+// ===== reading the document against the schema =====
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileSection {
-    #[serde(default)]
-    clients: BTreeMap<String, Section>,
+type Entry<'d, 'i> = (
+    &'d Spanned<std::borrow::Cow<'i, str>>,
+    &'d Spanned<DeValue<'i>>,
+);
+
+/// The text (for line numbers) and its name (for messages).
+struct Reader<'t> {
+    text: &'t str,
+    source: &'t str,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct Section {
-    timeout: Option<Dur>,
-    retry: Option<RetrySection>,
-    circuit_breaker: Option<CircuitSection>,
-    bulkhead: Option<BulkheadSection>,
-    hedge: Option<HedgeSection>,
-    methods: Option<BTreeMap<String, Section>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RetrySection {
-    disabled: Option<bool>,
-    max_attempts: Option<u32>,
-    backoff: Option<Backoff>,
-    attempt_timeout: Option<Dur>,
-    on: Option<Vec<u16>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CircuitSection {
-    disabled: Option<bool>,
-    window: Option<u32>,
-    min_calls: Option<u32>,
-    failure_rate: Option<u8>,
-    slow_call: Option<Dur>,
-    slow_call_rate: Option<u8>,
-    open_for: Option<Dur>,
-    half_open_calls: Option<u32>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BulkheadSection {
-    disabled: Option<bool>,
-    max_concurrent: Option<u32>,
-    max_wait: Option<Dur>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct HedgeSection {
-    disabled: Option<bool>,
-    delay: Option<Dur>,
-    max_extra: Option<u32>,
-}
-
-/// A duration written as text, `"300ms"`.
-struct Dur(Duration);
-
-impl<'de> Deserialize<'de> for Dur {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        parse_duration(&text)
-            .map(Dur)
-            .map_err(serde::de::Error::custom)
+impl Reader<'_> {
+    /// An error at `span`: `<source>: `<at>` (line n): <problem>`.
+    fn fail(&self, span: std::ops::Range<usize>, at: &str, problem: &str) -> Error {
+        let start = span.start.min(self.text.len());
+        let line = self.text[..start].matches('\n').count() + 1;
+        Error::new(
+            ErrorKind::Config,
+            format!("{}: `{at}` (line {line}): {problem}", self.source),
+        )
     }
-}
 
-/// A back-off range, `"50ms..1s"`.
-struct Backoff(Duration, Duration);
-
-impl<'de> Deserialize<'de> for Backoff {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        parse_backoff(&text)
-            .map(|(a, b)| Backoff(a, b))
-            .map_err(serde::de::Error::custom)
+    fn table<'d, 'i>(
+        &self,
+        value: &'d Spanned<DeValue<'i>>,
+        at: &str,
+    ) -> Result<impl Iterator<Item = Entry<'d, 'i>>, Error> {
+        match value.get_ref() {
+            DeValue::Table(table) => Ok(table.iter()),
+            other => Err(self.fail(
+                value.span(),
+                at,
+                &format!("expected a table, found a {}", other.type_str()),
+            )),
+        }
     }
-}
 
-/// Parses `"300ms"`, `"2s"`, `"1m 30s"` (humantime's format).
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim())
-        .map_err(|e| format!("`{text}` is not a duration like \"300ms\" or \"2s\" ({e})"))
-}
-
-/// Parses `"50ms..1s"`.
-pub(crate) fn parse_backoff(text: &str) -> Result<(Duration, Duration), String> {
-    let (a, b) = text
-        .split_once("..")
-        .ok_or_else(|| format!("`{text}` is not a back-off range like \"50ms..1s\""))?;
-    let (a, b) = (parse_duration(a)?, parse_duration(b)?);
-    if a > b {
-        return Err(format!(
-            "back-off `{text}` must go from the shorter to the longer"
-        ));
+    /// A client's (or a method's) section: its policy level, and its
+    /// `methods` table when `methods_allowed`.
+    fn section<'d, 'i>(
+        &self,
+        value: &'d Spanned<DeValue<'i>>,
+        at: &str,
+        methods_allowed: bool,
+    ) -> Result<(Overrides, Option<&'d Spanned<DeValue<'i>>>), Error> {
+        let mut level = Overrides::NONE;
+        let mut methods = None;
+        for (key, value) in self.table(value, at)? {
+            let name = key.get_ref().as_ref();
+            let here = format!("{at}.{name}");
+            if name == "methods" {
+                if !methods_allowed {
+                    return Err(self.fail(key.span(), &here, "methods do not nest"));
+                }
+                methods = Some(value);
+                continue;
+            }
+            let Some(section) = spec::section(name) else {
+                let sections: Vec<&str> = spec::SECTIONS.iter().map(|s| s.name).collect();
+                return Err(self.fail(
+                    key.span(),
+                    &here,
+                    &format!(
+                        "unknown key; valid keys: {}{}",
+                        sections.join(", "),
+                        if methods_allowed { ", methods" } else { "" }
+                    ),
+                ));
+            };
+            if let Some(single) = section.single {
+                let checked = self.value(single.info(), value, &here)?;
+                level.set(single, checked);
+                continue;
+            }
+            let mut any_key = false;
+            let mut disabled = None;
+            for (key, value) in self.table(value, &here)? {
+                let name = key.get_ref().as_ref();
+                let there = format!("{here}.{name}");
+                if name == "disabled" && section.switch.is_some() {
+                    match value.get_ref() {
+                        DeValue::Boolean(b) => disabled = Some(*b),
+                        _ => return Err(self.fail(value.span(), &there, "expected true or false")),
+                    }
+                    continue;
+                }
+                let Some(info) = spec::key(section.name, name) else {
+                    return Err(self.fail(
+                        key.span(),
+                        &there,
+                        &format!(
+                            "unknown key; valid keys: {}, disabled",
+                            spec::key_names(section.name)
+                        ),
+                    ));
+                };
+                let checked = self.value(info, value, &there)?;
+                level.set(info.key, checked);
+                any_key = true;
+            }
+            if let Some(switch) = section.switch {
+                match disabled {
+                    Some(d) => level.set(switch, Value::Switch(!d)),
+                    None if any_key => level.set(switch, Value::Switch(true)),
+                    None => {}
+                }
+            }
+            spec::check_level(&level).map_err(|e| self.fail(value.span(), &here, &e))?;
+        }
+        Ok((level, methods))
     }
-    Ok((a, b))
-}
 
-/// A problem with one key: `(key, what is wrong)`.
-struct KeyError(&'static str, String);
-
-fn rate(key: &'static str, v: Option<u8>) -> Result<Option<u8>, KeyError> {
-    match v {
-        Some(r) if !limits::RATE.contains(&r) => Err(KeyError(
-            key,
-            format!("{r} is not a percentage from 1 to 100"),
-        )),
-        v => Ok(v),
-    }
-}
-
-fn at_least_one(key: &'static str, v: Option<u32>, max: u32) -> Result<Option<u32>, KeyError> {
-    match v {
-        Some(n) if n == 0 || n > max => Err(KeyError(key, format!("{n} is not from 1 to {max}"))),
-        v => Ok(v),
-    }
-}
-
-fn positive(key: &'static str, v: &Option<Dur>) -> Result<Option<Duration>, KeyError> {
-    match v {
-        Some(Dur(d)) if d.is_zero() => Err(KeyError(key, "must be more than 0".into())),
-        v => Ok(v.as_ref().map(|d| d.0)),
-    }
-}
-
-/// `Some(false)` for `disabled = true`; `Some(true)` when any key is set.
-fn enabled(disabled: Option<bool>, any_key: bool) -> Option<bool> {
-    match disabled {
-        Some(d) => Some(!d),
-        None => any_key.then_some(true),
-    }
-}
-
-impl Section {
-    /// Checks every value's range and turns the section into a level.
-    fn to_overrides(&self) -> Result<Overrides, KeyError> {
-        let mut o = Overrides::NONE;
-        o.timeout = positive("timeout", &self.timeout)?;
-        if let Some(r) = &self.retry {
-            let max_attempts = r.max_attempts;
-            if let Some(n) = max_attempts
-                && !limits::MAX_ATTEMPTS.contains(&n)
-            {
-                return Err(KeyError(
-                    "retry.max_attempts",
-                    format!("{n} is not from 1 to 10"),
+    /// One value, checked against its key's kind and range.
+    fn value(
+        &self,
+        info: &spec::KeyInfo,
+        value: &Spanned<DeValue<'_>>,
+        at: &str,
+    ) -> Result<Value, Error> {
+        let ints;
+        let raw = match value.get_ref() {
+            DeValue::String(s) => Raw::Text(s),
+            DeValue::Integer(n) => Raw::Int(int(n).unwrap_or(i128::MAX)),
+            DeValue::Boolean(b) => Raw::Bool(*b),
+            DeValue::Array(items) if info.kind == Kind::Codes => {
+                ints = items
+                    .iter()
+                    .map(|item| match item.get_ref() {
+                        DeValue::Integer(n) => Ok(int(n).unwrap_or(i128::MAX)),
+                        other => Err(self.fail(
+                            item.span(),
+                            at,
+                            &format!("expected a status number, found a {}", other.type_str()),
+                        )),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                Raw::Ints(ints)
+            }
+            other => {
+                return Err(self.fail(
+                    value.span(),
+                    at,
+                    &format!(
+                        "expected a value like {}, found a {}",
+                        info.kind.example(),
+                        other.type_str()
+                    ),
                 ));
             }
-            let on = match &r.on {
-                Some(codes) => {
-                    if let Some(bad) = codes.iter().find(|c| !(100..600).contains(*c)) {
-                        return Err(KeyError("retry.on", format!("{bad} is not an HTTP status")));
-                    }
-                    Some(StatusSet::from_codes(codes))
-                }
-                None => None,
-            };
-            let keys = RetryOverrides {
-                enabled: None,
-                max_attempts,
-                backoff: r.backoff.as_ref().map(|b| (b.0, b.1)),
-                on,
-                attempt_timeout: positive("retry.attempt_timeout", &r.attempt_timeout)?,
-            };
-            o.retry = RetryOverrides {
-                enabled: enabled(r.disabled, keys != RetryOverrides::default()),
-                ..keys
-            };
-        }
-        if let Some(c) = &self.circuit_breaker {
-            let keys = CircuitOverrides {
-                enabled: None,
-                window: at_least_one("circuit_breaker.window", c.window, circuit::MAX_WINDOW)?,
-                min_calls: at_least_one("circuit_breaker.min_calls", c.min_calls, u32::MAX)?,
-                failure_rate: rate("circuit_breaker.failure_rate", c.failure_rate)?,
-                slow_call: positive("circuit_breaker.slow_call", &c.slow_call)?,
-                slow_call_rate: rate("circuit_breaker.slow_call_rate", c.slow_call_rate)?,
-                open_for: positive("circuit_breaker.open_for", &c.open_for)?,
-                half_open_calls: at_least_one(
-                    "circuit_breaker.half_open_calls",
-                    c.half_open_calls,
-                    circuit::MAX_WINDOW,
-                )?,
-            };
-            o.circuit = CircuitOverrides {
-                enabled: enabled(c.disabled, keys != CircuitOverrides::default()),
-                ..keys
-            };
-        }
-        if let Some(b) = &self.bulkhead {
-            let keys = BulkheadOverrides {
-                enabled: None,
-                max_concurrent: at_least_one(
-                    "bulkhead.max_concurrent",
-                    b.max_concurrent,
-                    u32::MAX >> 3,
-                )?,
-                max_wait: b.max_wait.as_ref().map(|d| d.0),
-            };
-            o.bulkhead = BulkheadOverrides {
-                enabled: enabled(b.disabled, keys != BulkheadOverrides::default()),
-                ..keys
-            };
-        }
-        if let Some(h) = &self.hedge {
-            let keys = HedgeOverrides {
-                enabled: None,
-                delay: h.delay.as_ref().map(|d| d.0),
-                max_extra: at_least_one("hedge.max_extra", h.max_extra, 10)?,
-            };
-            o.hedge = HedgeOverrides {
-                enabled: enabled(h.disabled, keys != HedgeOverrides::default()),
-                ..keys
-            };
-        }
-        Ok(o)
+        };
+        spec::check(info, &raw).map_err(|e| self.fail(value.span(), at, &e))
     }
+}
+
+fn int(n: &toml::de::DeInteger<'_>) -> Option<i128> {
+    i128::from_str_radix(n.as_str(), n.radix()).ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::{Key, StatusSet};
+    use std::time::Duration;
 
     const FILE: &str = r#"
         [clients.user-service]
@@ -376,24 +321,33 @@ mod tests {
     fn sections_become_levels() {
         let config = parsed();
         let client = config.client("user-service").cloned().unwrap_or_default();
-        assert_eq!(client.overrides.timeout, Some(Duration::from_secs(2)));
-        assert_eq!(client.overrides.retry.max_attempts, Some(4));
-        assert_eq!(client.overrides.retry.enabled, Some(true));
+        let level = &client.overrides;
+        let ms = |n| Some(Value::Duration(Duration::from_millis(n)));
+        assert_eq!(level.get(Key::Timeout), ms(2000));
+        assert_eq!(level.get(Key::RetryMaxAttempts), Some(Value::Count(4)));
+        assert_eq!(level.get(Key::RetryEnabled), Some(Value::Switch(true)));
         assert_eq!(
-            client.overrides.retry.on,
-            Some(StatusSet::from_codes(&[503]))
+            level.get(Key::RetryOn),
+            Some(Value::Codes(StatusSet::from_codes(&[503])))
         );
-        assert_eq!(client.overrides.circuit.enabled, Some(false));
+        assert_eq!(level.get(Key::CircuitEnabled), Some(Value::Switch(false)));
         let get = client.methods.get("get").copied().unwrap_or_default();
-        assert_eq!(get.timeout, Some(Duration::from_millis(300)));
-        assert_eq!(get.retry.enabled, Some(false));
-        assert_eq!(get.circuit.enabled, Some(true), "naming a key turns it on");
-        assert_eq!(get.circuit.window, Some(50));
-        assert_eq!(get.bulkhead.enabled, Some(true));
+        assert_eq!(get.get(Key::Timeout), ms(300));
+        assert_eq!(get.get(Key::RetryEnabled), Some(Value::Switch(false)));
+        assert_eq!(
+            get.get(Key::CircuitEnabled),
+            Some(Value::Switch(true)),
+            "naming a key turns it on"
+        );
+        assert_eq!(get.get(Key::CircuitWindow), Some(Value::Count(50)));
+        assert_eq!(get.get(Key::BulkheadEnabled), Some(Value::Switch(true)));
         let other = config.client("other").cloned().unwrap_or_default();
         assert_eq!(
-            other.overrides.retry.backoff,
-            Some((Duration::from_millis(10), Duration::from_millis(20)))
+            other.overrides.get(Key::RetryBackoff),
+            Some(Value::Backoff(
+                Duration::from_millis(10),
+                Duration::from_millis(20)
+            ))
         );
     }
 
@@ -429,6 +383,19 @@ mod tests {
         assert!(e.contains("client"), "{e}");
         let e = error("[clients.a]\ntimeout = \"0s\"");
         assert!(e.contains("clients.a.timeout"), "{e}");
+        let e = error("[clients.a]\n\nretry.attempt_timeout = \"300000h\"");
+        assert!(
+            e.contains("clients.a.retry.attempt_timeout") && e.contains("at most 24h"),
+            "{e}"
+        );
+        assert!(e.contains("line 3"), "{e}");
+        let e = error("[clients.a.methods.get]\ncircuit_breaker = { window = 4, min_calls = 10 }");
+        assert!(e.contains("min_calls") && e.contains("window"), "{e}");
+        let e = error("[clients.a]\nretry.max_attempts = \"3\"");
+        assert!(e.contains("expected a number"), "{e}");
+        let e =
+            error("[clients.a]\nretry.max_attempts = 99999999999999999999999999999999999999999");
+        assert!(e.contains("max_attempts"), "{e}");
     }
 
     #[test]

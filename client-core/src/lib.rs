@@ -7,8 +7,9 @@
 //! Module map (one concern each):
 //!
 //! - [`builder`] – `ClientBuilder`, the settings of a client.
-//! - [`request`] – the static description of a client and the request each
-//!   call assembles.
+//! - [`spec`] – the static description of a client and the one policy
+//!   schema (keys, kinds, limits, defaults) shared with the macro and config.
+//! - [`request`] – the request each call assembles.
 //! - `url` – percent-encoding, the only place that does it.
 //! - [`codec`] – turning a response into the return type.
 //! - `call` – the call pipeline, outer to inner.
@@ -36,6 +37,7 @@ pub mod interceptor;
 pub mod observe;
 pub mod policy;
 pub mod request;
+pub mod spec;
 mod sync;
 mod url;
 
@@ -56,10 +58,8 @@ pub use policy::circuit::CircuitState;
 pub mod __private {
     pub use crate::call::{ClientSpec, IntoFallback, MethodCall, Runtime};
     pub use crate::codec::{Decode, Json, Opt, RawBytes, Resp, Text, Unit};
-    pub use crate::policy::{
-        BulkheadOverrides, CircuitOverrides, HedgeOverrides, Overrides, RetryOverrides, StatusSet,
-    };
-    pub use crate::request::{ClientDef, MethodDef, RequestParts, Verb};
+    pub use crate::request::RequestParts;
+    pub use crate::spec;
     pub use crate::{ClientBuilder, Error};
     pub use bytes::Bytes;
     pub use core::time::Duration;

@@ -95,7 +95,7 @@ pub(crate) fn client(model: &ClientModel) -> TokenStream {
 
         impl ::courier::__private::ClientSpec for #client_ident {
             type Api = dyn #trait_ident;
-            const DEF: &'static ::courier::__private::ClientDef = &::courier::__private::ClientDef {
+            const DEF: &'static ::courier::__private::spec::ClientDef = &::courier::__private::spec::ClientDef {
                 name: #name,
                 url: #url,
                 methods: &[#(#defs),*],
@@ -127,14 +127,14 @@ pub(crate) fn client(model: &ClientModel) -> TokenStream {
 fn method_def(method: &MethodModel) -> TokenStream {
     let name = method.sig.ident.to_string();
     let name = name.strip_prefix("r#").unwrap_or(&name);
-    let verb = method.verb.variant();
+    let verb = quote::format_ident!("{}", method.verb.variant());
     let path = &method.full_path;
     let idempotent = method.idempotent;
     let policy = method.policy.to_tokens();
     quote! {
-        ::courier::__private::MethodDef {
+        ::courier::__private::spec::MethodDef {
             name: #name,
-            verb: ::courier::__private::Verb::#verb,
+            verb: ::courier::__private::spec::Verb::#verb,
             path: #path,
             idempotent: #idempotent,
             policy: #policy,

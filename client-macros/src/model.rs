@@ -4,7 +4,8 @@
 //! caused it; mistakes are collected (as serde_derive does) so the user sees
 //! all of them at once. [`crate::expand`] only ever sees a valid model.
 
-use crate::policy::{POLICY_ATTRS, Policies};
+use crate::policy::{Policies, is_policy_attr, policy_attr_names};
+use courier_spec::Verb;
 use proc_macro2::{Span, TokenStream};
 use quote::{ToTokens, quote, quote_spanned};
 use syn::spanned::Spanned;
@@ -14,15 +15,11 @@ use syn::{
     Signature, TraitItem, TraitItemFn, Type, TypePath,
 };
 
-/// The verbs, as attribute names.
-const VERBS: &[&str] = &["get", "post", "put", "patch", "delete", "head"];
-
 /// Attributes courier reads on a method, for error messages.
-const METHOD_ATTRS: &str = "get, post, put, patch, delete, head, idempotent, timeout, retry, \
-                            circuit_breaker, bulkhead, hedge";
-
-/// Attributes courier reads on the trait, after `#[client]`.
-const TRAIT_ATTRS: &str = "timeout, retry, circuit_breaker, bulkhead, hedge";
+fn method_attrs() -> String {
+    let verbs: Vec<&str> = Verb::ALL.iter().map(|v| v.attribute()).collect();
+    format!("{}, idempotent, {}", verbs.join(", "), policy_attr_names())
+}
 
 /// Attributes courier reads on a parameter, for error messages.
 const PARAM_ATTRS: &str = "#[query], #[query(\"name\")], #[header(\"Name\")], #[body], #[form], \
@@ -72,44 +69,6 @@ pub(crate) struct ClientModel {
     pub(crate) policy: Policies,
     /// The methods courier implements, in declaration order.
     pub(crate) methods: Vec<MethodModel>,
-}
-
-/// The verbs courier supports.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Verb {
-    Get,
-    Post,
-    Put,
-    Patch,
-    Delete,
-    Head,
-}
-
-impl Verb {
-    fn from_ident(ident: &str) -> Option<Verb> {
-        Some(match ident {
-            "get" => Verb::Get,
-            "post" => Verb::Post,
-            "put" => Verb::Put,
-            "patch" => Verb::Patch,
-            "delete" => Verb::Delete,
-            "head" => Verb::Head,
-            _ => return None,
-        })
-    }
-
-    /// The runtime's `Verb` variant.
-    pub(crate) fn variant(self) -> Ident {
-        let name = match self {
-            Verb::Get => "Get",
-            Verb::Post => "Post",
-            Verb::Put => "Put",
-            Verb::Patch => "Patch",
-            Verb::Delete => "Delete",
-            Verb::Head => "Head",
-        };
-        Ident::new(name, Span::call_site())
-    }
 }
 
 /// One method courier implements.
@@ -319,14 +278,14 @@ fn keep_trait_attr(attr: &Attribute, policy: &mut Policies, errors: &mut Errors)
     match attr_name(attr) {
         Some(name) if PASSTHROUGH.contains(&name.as_str()) => true,
         None => true,
-        Some(name) if POLICY_ATTRS.contains(&name.as_str()) => {
+        Some(name) if is_policy_attr(&name) => {
             if let Err(e) = policy.parse(attr, &name) {
                 errors.push(e);
             }
             false
         }
         Some(name) => {
-            let hint = if VERBS.contains(&name.as_str()) || name == "idempotent" {
+            let hint = if Verb::from_attribute(&name).is_some() || name == "idempotent" {
                 "; it belongs on a method"
             } else {
                 ""
@@ -335,7 +294,8 @@ fn keep_trait_attr(attr: &Attribute, policy: &mut Policies, errors: &mut Errors)
                 attr,
                 format!(
                     "unknown attribute `#[{name}]` on a client trait{hint}; courier accepts \
-                     {TRAIT_ATTRS}, and Rust's own ({}) are kept",
+                     {}, and Rust's own ({}) are kept",
+                    policy_attr_names(),
                     PASSTHROUGH.join(", ")
                 ),
             );
@@ -361,7 +321,7 @@ impl MethodModel {
             let Some(name) = attr_name(attr) else {
                 return true;
             };
-            if let Some(v) = Verb::from_ident(&name) {
+            if let Some(v) = Verb::from_attribute(&name) {
                 courier_attr_seen = true;
                 match attr.parse_args::<LitStr>() {
                     Ok(lit) => {
@@ -390,7 +350,7 @@ impl MethodModel {
                     idempotent = true;
                     false
                 }
-                n if POLICY_ATTRS.contains(&n) => {
+                n if is_policy_attr(n) => {
                     courier_attr_seen = true;
                     if let Err(e) = policy.parse(attr, n) {
                         errors.push(e);
@@ -408,7 +368,8 @@ impl MethodModel {
                         attr,
                         format!(
                             "unknown attribute `#[{name}]` on a client method; courier accepts \
-                             {METHOD_ATTRS}, and Rust's own ({}) are kept",
+                             {}, and Rust's own ({}) are kept",
+                            method_attrs(),
                             PASSTHROUGH.join(", ")
                         ),
                     );
@@ -446,7 +407,7 @@ impl MethodModel {
         }
         check_signature(&method.sig, errors);
         if matches!(verb, Verb::Post | Verb::Patch) && !idempotent {
-            check_no_replay(&policy, name_of(verb), errors);
+            check_no_replay(&policy, verb.as_str(), errors);
         }
 
         let pieces = match parse_template(&template.value()) {
@@ -485,24 +446,11 @@ impl MethodModel {
     }
 }
 
-fn name_of(verb: Verb) -> &'static str {
-    match verb {
-        Verb::Get => "GET",
-        Verb::Post => "POST",
-        Verb::Put => "PUT",
-        Verb::Patch => "PATCH",
-        Verb::Delete => "DELETE",
-        Verb::Head => "HEAD",
-    }
-}
-
 /// A method-level `#[retry]` or `#[hedge]` on a write that is not
 /// `#[idempotent]` would replay it.
 fn check_no_replay(policy: &Policies, verb: &str, errors: &mut Errors) {
-    for (what, attr) in [("retry", &policy.retry), ("hedge", &policy.hedge)] {
-        if let Some((section, attr)) = attr
-            && !section.is_disabled()
-        {
+    for what in ["retry", "hedge"] {
+        if let Some(attr) = policy.enabled_attr(what) {
             errors.at(
                 attr,
                 format!(

@@ -1,380 +1,230 @@
 //! Part of the model: the policy attributes (`#[timeout]`, `#[retry]`,
-//! `#[circuit_breaker]`, `#[bulkhead]`, `#[hedge]`), parsed and range-checked
-//! at compile time, each mistake reported at its token.
-//!
-//! The ranges match the runtime's checks of config values
-//! (`courier_core::config`).
+//! `#[circuit_breaker]`, `#[bulkhead]`, `#[hedge]`), parsed and checked at
+//! compile time against the one policy schema (`courier_spec::KEYS`), each
+//! mistake reported at its token. The runtime checks config values against
+//! the same table, so the two can never disagree.
 
-use proc_macro2::TokenStream;
+use courier_spec::{Key, KeyInfo, Kind, Overrides, Raw, Value};
+use proc_macro2::{Span, TokenStream};
 use quote::quote;
 use syn::meta::ParseNestedMeta;
-use syn::{Attribute, LitInt, LitStr};
+use syn::parse::Parse as _;
+use syn::{Attribute, Ident, LitInt, LitStr};
 
-/// The policy attributes, for error messages.
-pub(crate) const POLICY_ATTRS: &[&str] =
-    &["timeout", "retry", "circuit_breaker", "bulkhead", "hedge"];
-
-/// What a key's value must be.
-#[derive(Clone, Copy)]
-enum Kind {
-    /// A duration string; `nonzero` refuses `"0s"`.
-    Duration { nonzero: bool },
-    /// An integer in `min..=max`, stored as `u32`.
-    Count { min: u64, max: u64 },
-    /// A percentage 1–100, stored as `u8`.
-    Rate,
-    /// `[429, 503]`: HTTP statuses.
-    Codes,
-    /// `"50ms..1s"`
-    Backoff,
+/// Whether `name` is a policy attribute.
+pub(crate) fn is_policy_attr(name: &str) -> bool {
+    courier_spec::section(name).is_some()
 }
 
-const RETRY_KEYS: &[(&str, Kind)] = &[
-    ("max_attempts", Kind::Count { min: 1, max: 10 }),
-    ("backoff", Kind::Backoff),
-    ("on", Kind::Codes),
-    ("attempt_timeout", Kind::Duration { nonzero: true }),
-];
-
-const CIRCUIT_KEYS: &[(&str, Kind)] = &[
-    (
-        "window",
-        Kind::Count {
-            min: 1,
-            max: 10_000,
-        },
-    ),
-    (
-        "min_calls",
-        Kind::Count {
-            min: 1,
-            max: u32::MAX as u64,
-        },
-    ),
-    ("failure_rate", Kind::Rate),
-    ("slow_call", Kind::Duration { nonzero: true }),
-    ("slow_call_rate", Kind::Rate),
-    ("open_for", Kind::Duration { nonzero: true }),
-    (
-        "half_open_calls",
-        Kind::Count {
-            min: 1,
-            max: 10_000,
-        },
-    ),
-];
-
-const BULKHEAD_KEYS: &[(&str, Kind)] = &[
-    (
-        "max_concurrent",
-        Kind::Count {
-            min: 1,
-            max: (u32::MAX >> 3) as u64,
-        },
-    ),
-    ("max_wait", Kind::Duration { nonzero: false }),
-];
-
-const HEDGE_KEYS: &[(&str, Kind)] = &[
-    ("delay", Kind::Duration { nonzero: false }),
-    ("max_extra", Kind::Count { min: 1, max: 10 }),
-];
-
-/// A checked value.
-enum Value {
-    Nanos(u64),
-    Count(u32),
-    Rate(u8),
-    Codes(Vec<u16>),
-    Backoff(u64, u64),
-}
-
-/// One policy attribute: `disabled`, or some keys.
-#[derive(Default)]
-pub(crate) struct Section {
-    disabled: bool,
-    keys: Vec<(&'static str, Value)>,
-}
-
-impl Section {
-    /// `#[…(disabled)]`
-    pub(crate) fn is_disabled(&self) -> bool {
-        self.disabled
-    }
+/// The policy attributes, for error messages: `timeout, retry, …`.
+pub(crate) fn policy_attr_names() -> String {
+    let names: Vec<&str> = courier_spec::SECTIONS.iter().map(|s| s.name).collect();
+    names.join(", ")
 }
 
 /// The policy attributes of one level (the trait, or a method).
 #[derive(Default)]
 pub(crate) struct Policies {
-    timeout: Option<u64>,
-    pub(crate) retry: Option<(Section, Attribute)>,
-    circuit: Option<Section>,
-    bulkhead: Option<Section>,
-    pub(crate) hedge: Option<(Section, Attribute)>,
+    level: Overrides,
+    /// Each attribute given, by section name, to point errors at it.
+    given: Vec<(&'static str, Attribute)>,
 }
 
 impl Policies {
+    /// The attribute of `section` at this level, unless it says `disabled`.
+    pub(crate) fn enabled_attr(&self, section: &str) -> Option<&Attribute> {
+        let (_, attr) = self.given.iter().find(|(s, _)| *s == section)?;
+        let switch = courier_spec::section(section)?.switch?;
+        (self.level.get(switch) != Some(Value::Switch(false))).then_some(attr)
+    }
+
     /// Parses `attr` if it is a policy attribute; `Ok(false)` if it is not.
     pub(crate) fn parse(&mut self, attr: &Attribute, name: &str) -> syn::Result<bool> {
-        let twice = || syn::Error::new_spanned(attr, format!("`#[{name}]` is given twice"));
-        match name {
-            "timeout" => {
-                if self.timeout.is_some() {
-                    return Err(twice());
-                }
-                let lit: LitStr = attr.parse_args().map_err(|_| {
-                    syn::Error::new_spanned(attr, "expected a duration: #[timeout(\"300ms\")]")
-                })?;
-                self.timeout = Some(duration(&lit, true)?);
-            }
-            "retry" => {
-                if self.retry.is_some() {
-                    return Err(twice());
-                }
-                self.retry = Some((section(attr, name, RETRY_KEYS)?, attr.clone()));
-            }
-            "circuit_breaker" => {
-                if self.circuit.is_some() {
-                    return Err(twice());
-                }
-                self.circuit = Some(section(attr, name, CIRCUIT_KEYS)?);
-            }
-            "bulkhead" => {
-                if self.bulkhead.is_some() {
-                    return Err(twice());
-                }
-                self.bulkhead = Some(section(attr, name, BULKHEAD_KEYS)?);
-            }
-            "hedge" => {
-                if self.hedge.is_some() {
-                    return Err(twice());
-                }
-                self.hedge = Some((section(attr, name, HEDGE_KEYS)?, attr.clone()));
-            }
-            _ => return Ok(false),
+        let Some(section) = courier_spec::section(name) else {
+            return Ok(false);
+        };
+        if self.given.iter().any(|(s, _)| *s == section.name) {
+            return Err(syn::Error::new_spanned(
+                attr,
+                format!("`#[{name}]` is given twice"),
+            ));
         }
+        self.given.push((section.name, attr.clone()));
+        if let Some(key) = section.single {
+            let info = key.info();
+            let lit: LitStr = attr.parse_args().map_err(|_| {
+                syn::Error::new_spanned(
+                    attr,
+                    format!("expected a duration: #[{name}({})]", info.kind.example()),
+                )
+            })?;
+            let value = courier_spec::check(info, &Raw::Text(&lit.value()))
+                .map_err(|e| syn::Error::new_spanned(&lit, with_subject(name, e)))?;
+            self.level.set(key, value);
+            return Ok(true);
+        }
+        self.parse_keys(attr, name, section.switch)?;
         Ok(true)
     }
 
-    /// The runtime's `Overrides` value for this level, every field spelt
-    /// out (a struct update would trip clippy's `needless_update` in the
-    /// user's crate when every key is given).
-    pub(crate) fn to_tokens(&self) -> TokenStream {
-        let p = quote!(::courier::__private);
-        let timeout = match self.timeout {
-            Some(nanos) => quote!(::core::option::Option::Some(#p::Duration::from_nanos(#nanos))),
-            None => quote!(::core::option::Option::None),
-        };
-        let sections = [
-            (
-                "retry",
-                "RetryOverrides",
-                RETRY_KEYS,
-                self.retry.as_ref().map(|(s, _)| s),
-            ),
-            (
-                "circuit",
-                "CircuitOverrides",
-                CIRCUIT_KEYS,
-                self.circuit.as_ref(),
-            ),
-            (
-                "bulkhead",
-                "BulkheadOverrides",
-                BULKHEAD_KEYS,
-                self.bulkhead.as_ref(),
-            ),
-            (
-                "hedge",
-                "HedgeOverrides",
-                HEDGE_KEYS,
-                self.hedge.as_ref().map(|(s, _)| s),
-            ),
-        ];
-        let fields = sections.map(|(field, ty, keys, section)| {
-            let field = quote::format_ident!("{}", field);
-            let ty = quote::format_ident!("{}", ty);
-            let Some(section) = section else {
-                return quote!(#field: #p::Overrides::NONE.#field);
-            };
-            let enabled = !section.disabled;
-            let keys = keys.iter().map(|(key, _)| {
-                let value = section.keys.iter().find(|(k, _)| k == key).map(|(_, v)| v);
-                let key = quote::format_ident!("{}", key);
-                let value = match value {
-                    None => return quote!(#key: ::core::option::Option::None),
-                    Some(Value::Nanos(n)) => quote!(#p::Duration::from_nanos(#n)),
-                    Some(Value::Count(n)) => quote!(#n),
-                    Some(Value::Rate(n)) => quote!(#n),
-                    Some(Value::Codes(codes)) => quote!(#p::StatusSet::from_codes(&[#(#codes),*])),
-                    Some(Value::Backoff(a, b)) => {
-                        quote!((#p::Duration::from_nanos(#a), #p::Duration::from_nanos(#b)))
-                    }
+    /// `#[name(disabled)]` or `#[name(key = value, …)]`.
+    fn parse_keys(&mut self, attr: &Attribute, name: &str, switch: Option<Key>) -> syn::Result<()> {
+        let valid = courier_spec::key_names(name);
+        if matches!(attr.meta, syn::Meta::Path(_)) {
+            return Err(syn::Error::new_spanned(
+                attr,
+                format!(
+                    "expected `#[{name}(disabled)]` or keys: #[{name}({} = …)]",
+                    valid.replace(", ", " = …, ")
+                ),
+            ));
+        }
+        let mut disabled_at = None;
+        let mut named: Vec<Key> = Vec::new();
+        attr.parse_nested_meta(|meta| {
+            let key = meta
+                .path
+                .get_ident()
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            if key == "disabled" && switch.is_some() {
+                disabled_at = Some(meta.path.clone());
+                return Ok(());
+            }
+            let Some(info) = courier_spec::key(name, &key) else {
+                let disabled = if switch.is_some() {
+                    ", or `disabled`"
+                } else {
+                    ""
                 };
-                quote!(#key: ::core::option::Option::Some(#value))
-            });
-            quote! {
-                #field: #p::#ty {
-                    enabled: ::core::option::Option::Some(#enabled),
-                    #(#keys,)*
-                }
-            }
-        });
-        quote!(#p::Overrides { timeout: #timeout, #(#fields,)* })
-    }
-}
-
-/// `#[name(disabled)]` or `#[name(key = value, …)]`.
-fn section(attr: &Attribute, name: &str, keys: &[(&'static str, Kind)]) -> syn::Result<Section> {
-    let mut out = Section::default();
-    let valid: Vec<&str> = keys.iter().map(|(k, _)| *k).collect();
-    if matches!(attr.meta, syn::Meta::Path(_)) {
-        return Err(syn::Error::new_spanned(
-            attr,
-            format!(
-                "expected `#[{name}(disabled)]` or keys: #[{name}({} = …)]",
-                valid.join(" = …, ")
-            ),
-        ));
-    }
-    let mut disabled_at = None;
-    attr.parse_nested_meta(|meta| {
-        let key = meta
-            .path
-            .get_ident()
-            .map(ToString::to_string)
-            .unwrap_or_default();
-        if key == "disabled" {
-            disabled_at = Some(meta.path.clone());
-            out.disabled = true;
-            return Ok(());
-        }
-        let Some((key, kind)) = keys.iter().find(|(k, _)| *k == key) else {
-            return Err(meta.error(format!(
-                "unknown key `{key}` in #[{name}]; valid keys: {}, or `disabled`",
-                valid.join(", ")
-            )));
-        };
-        if out.keys.iter().any(|(k, _)| k == key) {
-            return Err(meta.error(format!("`{key}` is given twice")));
-        }
-        out.keys.push((key, value(&meta, key, *kind)?));
-        Ok(())
-    })?;
-    if let Some(path) = disabled_at
-        && !out.keys.is_empty()
-    {
-        return Err(syn::Error::new_spanned(
-            path,
-            format!("`disabled` turns #[{name}] off: it takes no other keys"),
-        ));
-    }
-    Ok(out)
-}
-
-fn value(meta: &ParseNestedMeta<'_>, key: &str, kind: Kind) -> syn::Result<Value> {
-    let input = meta.value()?;
-    let expected = |what: &'static str| {
-        let example = match kind {
-            Kind::Duration { .. } => "\"300ms\"",
-            Kind::Backoff => "\"50ms..1s\"",
-            Kind::Count { .. } => "3",
-            Kind::Rate => "50",
-            Kind::Codes => "[429, 503]",
-        };
-        move |e: syn::Error| {
-            syn::Error::new(e.span(), format!("`{key}` is {what}: {key} = {example}"))
-        }
-    };
-    match kind {
-        Kind::Duration { nonzero } => {
-            let lit: LitStr = input.parse().map_err(expected("a duration"))?;
-            Ok(Value::Nanos(duration(&lit, nonzero)?))
-        }
-        Kind::Backoff => {
-            let lit: LitStr = input.parse().map_err(expected("a back-off range"))?;
-            let text = lit.value();
-            let Some((a, b)) = text.split_once("..") else {
-                return Err(syn::Error::new_spanned(
-                    &lit,
-                    format!("`{key}` is a range: \"50ms..1s\""),
-                ));
+                return Err(meta.error(format!(
+                    "unknown key `{key}` in #[{name}]; valid keys: {valid}{disabled}"
+                )));
             };
-            let (a, b) = (parse_nanos(&lit, a)?, parse_nanos(&lit, b)?);
-            if a > b {
-                return Err(syn::Error::new_spanned(
-                    &lit,
-                    "the back-off range goes from the shorter to the longer: \"50ms..1s\"",
-                ));
+            if named.contains(&info.key) {
+                return Err(meta.error(format!("`{key}` is given twice")));
             }
-            Ok(Value::Backoff(a, b))
+            named.push(info.key);
+            let value = value(&meta, info)?;
+            self.level.set(info.key, value);
+            Ok(())
+        })?;
+        if let Some(path) = &disabled_at
+            && !named.is_empty()
+        {
+            return Err(syn::Error::new_spanned(
+                path,
+                format!("`disabled` turns #[{name}] off: it takes no other keys"),
+            ));
         }
-        Kind::Count { min, max } => {
-            let lit: LitInt = input.parse().map_err(expected("a number"))?;
-            let n: u64 = lit.base10_parse()?;
-            if !(min..=max).contains(&n) {
-                return Err(syn::Error::new_spanned(
-                    &lit,
-                    format!("`{key}` must be from {min} to {max}, not {n}"),
-                ));
-            }
-            Ok(Value::Count(n as u32))
+        if let Some(switch) = switch {
+            self.level.set(switch, Value::Switch(disabled_at.is_none()));
         }
-        Kind::Rate => {
-            let lit: LitInt = input.parse().map_err(expected("a percentage"))?;
-            let n: u64 = lit.base10_parse()?;
-            if !(1..=100).contains(&n) {
-                return Err(syn::Error::new_spanned(
-                    &lit,
-                    format!("`{key}` is a percentage from 1 to 100, not {n}"),
-                ));
-            }
-            Ok(Value::Rate(n as u8))
+        courier_spec::check_level(&self.level)
+            .map_err(|e| syn::Error::new_spanned(attr, format!("in #[{name}]: {e}")))?;
+        Ok(())
+    }
+
+    /// The runtime's `Overrides` constant for this level.
+    pub(crate) fn to_tokens(&self) -> TokenStream {
+        let p = quote!(::courier::__private::spec);
+        let mut out = quote!(#p::Overrides::NONE);
+        for info in courier_spec::KEYS {
+            let Some(value) = self.level.get(info.key) else {
+                continue;
+            };
+            let key = Ident::new(info.variant, Span::call_site());
+            let value = match value {
+                Value::Switch(on) => quote!(#p::Value::Switch(#on)),
+                Value::Duration(d) => {
+                    let nanos = d.as_nanos() as u64;
+                    quote!(#p::Value::Duration(::core::time::Duration::from_nanos(#nanos)))
+                }
+                Value::Count(n) => quote!(#p::Value::Count(#n)),
+                Value::Rate(n) => quote!(#p::Value::Rate(#n)),
+                Value::Codes(set) => {
+                    let codes = set.codes();
+                    quote!(#p::Value::Codes(#p::StatusSet::from_codes(&[#(#codes),*])))
+                }
+                Value::Backoff(a, b) => {
+                    let (a, b) = (a.as_nanos() as u64, b.as_nanos() as u64);
+                    quote!(#p::Value::Backoff(
+                        ::core::time::Duration::from_nanos(#a),
+                        ::core::time::Duration::from_nanos(#b),
+                    ))
+                }
+            };
+            out = quote!(#out.with(#p::Key::#key, #value));
+        }
+        out
+    }
+}
+
+/// Reads `= value` for `info` and checks it against the schema; errors point
+/// at the value.
+fn value(meta: &ParseNestedMeta<'_>, info: &KeyInfo) -> syn::Result<Value> {
+    let input = meta.value()?;
+    let key = info.name;
+    let expected = |what: &str| {
+        syn::Error::new(
+            input.span(),
+            format!("`{key}` is {what}: {key} = {}", info.kind.example()),
+        )
+    };
+    let (raw, span): (Raw<'_>, Span);
+    let text;
+    match info.kind {
+        Kind::Switch => return Err(expected("not a key")),
+        Kind::Duration { .. } | Kind::Backoff => {
+            let what = if info.kind == Kind::Backoff {
+                "a back-off range"
+            } else {
+                "a duration"
+            };
+            let lit: LitStr = input.parse().map_err(|_| expected(what))?;
+            text = lit.value();
+            span = lit.span();
+            raw = Raw::Text(&text);
+        }
+        Kind::Count { .. } | Kind::Rate => {
+            let what = if info.kind == Kind::Rate {
+                "a percentage"
+            } else {
+                "a number"
+            };
+            let lit: LitInt = input.parse().map_err(|_| expected(what))?;
+            let n: i128 = lit.base10_parse()?;
+            span = lit.span();
+            raw = Raw::Int(n);
         }
         Kind::Codes => {
             let content;
             syn::bracketed!(content in input);
-            let _ = &expected;
             let list = content.parse_terminated(LitInt::parse, syn::Token![,])?;
             let mut codes = Vec::new();
-            for lit in list {
-                let code: u16 = lit.base10_parse()?;
+            for lit in &list {
+                let code: i128 = lit.base10_parse()?;
                 if !(100..600).contains(&code) {
                     return Err(syn::Error::new_spanned(
-                        &lit,
+                        lit,
                         format!("{code} is not an HTTP status (100 to 599)"),
                     ));
                 }
                 codes.push(code);
             }
-            Ok(Value::Codes(codes))
+            span = list.first().map_or_else(Span::call_site, LitInt::span);
+            raw = Raw::Ints(codes);
         }
     }
+    courier_spec::check(info, &raw).map_err(|e| syn::Error::new(span, with_subject(key, e)))
 }
 
-use syn::parse::Parse as _;
-
-fn parse_nanos(lit: &LitStr, text: &str) -> syn::Result<u64> {
-    let d = humantime::parse_duration(text.trim()).map_err(|e| {
-        syn::Error::new_spanned(
-            lit,
-            format!(
-                "`{}` is not a duration like \"300ms\" or \"2s\" ({e})",
-                text.trim()
-            ),
-        )
-    })?;
-    u64::try_from(d.as_nanos())
-        .map_err(|_| syn::Error::new_spanned(lit, "the duration is too long"))
-}
-
-fn duration(lit: &LitStr, nonzero: bool) -> syn::Result<u64> {
-    let nanos = parse_nanos(lit, &lit.value())?;
-    if nonzero && nanos == 0 {
-        return Err(syn::Error::new_spanned(
-            lit,
-            "the duration must be more than 0",
-        ));
+/// The schema's messages about a value are predicates ("must be …"); give
+/// them the key as their subject.
+fn with_subject(key: &str, message: String) -> String {
+    if message.starts_with("must") || message.starts_with("is ") {
+        format!("`{key}` {message}")
+    } else {
+        message
     }
-    Ok(nanos)
 }

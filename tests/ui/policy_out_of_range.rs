@@ -21,6 +21,14 @@ trait Svc {
     #[get("/e")]
     #[retry(on = [503, 42])]
     async fn e(&self) -> Result<(), Error>;
+
+    #[get("/f")]
+    #[timeout("2days")]
+    async fn f(&self) -> Result<(), Error>;
+
+    #[get("/g")]
+    #[circuit_breaker(window = 4, min_calls = 10)]
+    async fn g(&self) -> Result<(), Error>;
 }
 
 fn main() {}

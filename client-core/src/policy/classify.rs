@@ -21,7 +21,7 @@
 
 use crate::{Error, ErrorKind};
 
-use super::StatusSet;
+use crate::spec::StatusSet;
 
 /// What an attempt's result means to the circuit breaker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -58,7 +58,7 @@ pub fn parse_retry_after(value: &HeaderValue, now: SystemTime) -> Option<Duratio
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::StatusSet;
+    use crate::spec::StatusSet;
 
     fn policy() -> RetryPolicy {
         RetryPolicy {

@@ -308,7 +308,9 @@ mod tests {
         }
     }
 
-    fn recorder() -> (EventSink, Arc<Mutex<Vec<(CircuitState, CircuitState)>>>) {
+    type Seen = Arc<Mutex<Vec<(CircuitState, CircuitState)>>>;
+
+    fn recorder() -> (EventSink, Seen) {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let s = seen.clone();
         let sink = EventSink::new(move |e: &Event<'_>| {
@@ -399,9 +401,13 @@ mod tests {
         let second = b.admit(now).ok();
         assert!(b.admit(now).is_err(), "only two trials");
         assert_eq!(b.state(), CircuitState::HalfOpen);
-        first.map(|p| p.record(Outcome::Success, FAST, now));
+        if let Some(p) = first {
+            p.record(Outcome::Success, FAST, now);
+        }
         assert_eq!(b.state(), CircuitState::HalfOpen);
-        second.map(|p| p.record(Outcome::Success, FAST, now));
+        if let Some(p) = second {
+            p.record(Outcome::Success, FAST, now);
+        }
         assert_eq!(b.state(), CircuitState::Closed);
         let events = seen.lock().map(|v| v.clone()).unwrap_or_default();
         assert_eq!(
@@ -427,10 +433,14 @@ mod tests {
         let now = Instant::now();
         let a = b.admit(now).ok();
         let late = b.admit(now).ok();
-        a.map(|p| p.record(Outcome::Failure, FAST, now));
+        if let Some(p) = a {
+            p.record(Outcome::Failure, FAST, now);
+        }
         assert_eq!(b.state(), CircuitState::Open);
         // The other trial answers after the breaker reopened: ignored.
-        late.map(|p| p.record(Outcome::Success, FAST, now));
+        if let Some(p) = late {
+            p.record(Outcome::Success, FAST, now);
+        }
         assert_eq!(b.state(), CircuitState::Open);
         assert!(b.admit(now).is_err(), "open for another 5 s");
     }
@@ -529,7 +539,9 @@ mod tests {
             let _ = call(&b, Outcome::Success);
         }
         assert_eq!(b.state(), CircuitState::Closed);
-        late.map(|p| p.record(Outcome::Failure, FAST, Instant::now()));
+        if let Some(p) = late {
+            p.record(Outcome::Failure, FAST, Instant::now());
+        }
         assert_eq!(b.window_counts(), (0, 0, 0), "the stale failure is ignored");
     }
 
