@@ -9,6 +9,9 @@
 //! last set. hickory reads the system configuration (`/etc/resolv.conf`,
 //! `/etc/hosts`) and reports each answer's validity, which the standard
 //! library's resolver does not.
+//!
+//! The lookups of a service run on a task that ends as soon as the last
+//! subscriber is dropped, even in the middle of a lookup.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -18,7 +21,10 @@ use hickory_resolver::TokioResolver;
 use hickory_resolver::proto::rr::RData;
 use tokio::sync::watch;
 
-use super::{Discovery, Followers, Instance, Instances, Subscription, answer_none_if_first};
+use super::{
+    Discovery, Followers, Instance, Instances, Subscription, answer_none_if_first,
+    until_unsubscribed,
+};
 use crate::Error;
 
 /// Instances from DNS; see the [module docs](self). Cheap to clone.
@@ -47,7 +53,11 @@ impl DnsDiscovery {
         let resolver = TokioResolver::builder_tokio()
             .and_then(|b| b.build())
             .map_err(|e| Error::builder("could not set up the DNS resolver").with_source(e))?;
-        Ok(DnsDiscovery {
+        Ok(Self::with_resolver(resolver, query))
+    }
+
+    fn with_resolver(resolver: TokioResolver, query: Query) -> Self {
+        DnsDiscovery {
             inner: Arc::new(Inner {
                 resolver,
                 query,
@@ -56,7 +66,7 @@ impl DnsDiscovery {
                 ipv4_only: false,
                 followers: Followers::default(),
             }),
-        })
+        }
     }
 
     /// The A and AAAA records of `name`, each with `port`.
@@ -199,9 +209,16 @@ async fn resolve(inner: &Inner) -> Result<(Vec<Instance>, Duration), Error> {
 }
 
 /// Re-resolves whenever the answer expires, until every subscriber is gone.
+///
+/// NOTE: the lookup and the wait are both raced against the subscribers
+/// going away ([`until_unsubscribed`]): a lookup can take hickory's
+/// timeouts several times over against a silent name server.
 async fn follow(inner: Arc<Inner>, sender: watch::Sender<Option<Instances>>) {
     loop {
-        let wait = match resolve(&inner).await {
+        let Some(answer) = until_unsubscribed(&sender, resolve(&inner)).await else {
+            return;
+        };
+        let wait = match answer {
             Ok((instances, valid_for)) => {
                 sender.send_replace(Some(instances.into()));
                 next_lookup(valid_for, inner.ttl_bounds)
@@ -211,9 +228,11 @@ async fn follow(inner: Arc<Inner>, sender: watch::Sender<Option<Instances>>) {
                 inner.ttl_bounds.0
             }
         };
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {}
-            () = sender.closed() => return,
+        if until_unsubscribed(&sender, tokio::time::sleep(wait))
+            .await
+            .is_none()
+        {
+            return;
         }
     }
 }
@@ -245,5 +264,58 @@ mod tests {
             ("[::1]:8080", "http://[::1]:8080")
         );
         assert_eq!(i.weight, Some(5));
+    }
+
+    #[tokio::test]
+    async fn dropping_the_last_subscriber_ends_a_lookup_in_progress() {
+        use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
+        use hickory_resolver::net::runtime::TokioRuntimeProvider;
+
+        // A name server that never answers: a lookup against it waits out
+        // hickory's timeouts (5 s, twice), so only the race against the
+        // subscribers can end the task sooner.
+        let silent = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("bind: {e}"));
+        let addr = silent
+            .local_addr()
+            .unwrap_or_else(|e| panic!("address: {e}"));
+        let mut udp = ConnectionConfig::udp();
+        udp.port = addr.port();
+        let server = NameServerConfig::new(addr.ip(), true, vec![udp]);
+        let resolver = TokioResolver::builder_with_config(
+            ResolverConfig::from_name_servers(vec![server]),
+            TokioRuntimeProvider::default(),
+        )
+        .build()
+        .unwrap_or_else(|e| panic!("resolver: {e}"));
+        let discovery = DnsDiscovery::with_resolver(
+            resolver,
+            Query::Host {
+                name: "frozen.courier.test.".into(),
+                port: 80,
+            },
+        );
+
+        let subscription = discovery.subscribe("inventory");
+        // The lookup is under way once the query reaches the server.
+        let mut query = [0u8; 512];
+        tokio::time::timeout(Duration::from_secs(5), silent.recv_from(&mut query))
+            .await
+            .unwrap_or_else(|_| panic!("no query reached the name server"))
+            .unwrap_or_else(|e| panic!("recv: {e}"));
+        assert!(subscription.borrow().is_none(), "still looking up");
+
+        // The follow task holds the discovery's state; it lets go when the
+        // task ends.
+        drop(subscription);
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while Arc::strong_count(&discovery.inner) > 1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the lookup task outlived its last subscriber"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }

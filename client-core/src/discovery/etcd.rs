@@ -30,7 +30,10 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::watch;
 
-use super::{Discovery, Followers, Instance, Instances, Subscription, answer_none_if_first};
+use super::{
+    Discovery, Followers, Instance, Instances, Subscription, answer_none_if_first,
+    until_unsubscribed,
+};
 use crate::url::normalize_base_url;
 use crate::{BoxError, Error, ErrorKind};
 
@@ -377,9 +380,9 @@ async fn follow(inner: Arc<Inner>, prefix: String, sender: watch::Sender<Option<
     let mut turn = 0usize;
     loop {
         let endpoint = &inner.endpoints[turn % inner.endpoints.len()];
-        let synced = tokio::select! {
-            synced = sync_and_watch(&inner.http, endpoint, &prefix, &sender) => synced,
-            () = sender.closed() => return,
+        let watch = sync_and_watch(&inner.http, endpoint, &prefix, &sender);
+        let Some(synced) = until_unsubscribed(&sender, watch).await else {
+            return;
         };
         if synced {
             backoff = FIRST;
@@ -387,9 +390,11 @@ async fn follow(inner: Arc<Inner>, prefix: String, sender: watch::Sender<Option<
             turn += 1; // try the next endpoint
             answer_none_if_first(&sender);
         }
-        tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
-            () = sender.closed() => return,
+        if until_unsubscribed(&sender, tokio::time::sleep(backoff))
+            .await
+            .is_none()
+        {
+            return;
         }
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
