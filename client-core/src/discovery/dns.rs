@@ -10,6 +10,14 @@
 //! `/etc/hosts`) and reports each answer's validity, which the standard
 //! library's resolver does not.
 //!
+//! An SRV answer is only as good as its targets' addresses: when every
+//! target's address lookup fails, the lookup as a whole counts as failed and
+//! the last set stays (a resolver outage must not empty the balancer). When
+//! only some fail, the others are served and the name is looked up again
+//! soon (at the lower TTL bound). A lone target of `.` is the registry
+//! saying there is no instance (RFC 2782), which is an answer: the set is
+//! then empty.
+//!
 //! The lookups of a service run on a task that ends as soon as the last
 //! subscriber is dropped, even in the middle of a lookup.
 
@@ -156,9 +164,59 @@ fn instance(scheme: &str, addr: SocketAddr, weight: Option<u32>) -> Instance {
     instance
 }
 
+/// One SRV target and what the lookup of its addresses answered.
+struct SrvTarget {
+    port: u16,
+    weight: u16,
+    /// The addresses and how long they are valid; `None` if the lookup
+    /// failed.
+    addrs: Option<(Vec<IpAddr>, Duration)>,
+}
+
+/// The instances an SRV answer adds up to and how long they are valid, or
+/// `None` when no target resolved: that counts as a failed lookup, and the
+/// caller keeps the last set. `targets` leaves out `.` targets ("no
+/// service here"), so an empty `targets` is a real, empty answer. When some
+/// targets failed, the answer is valid for no time (the next lookup comes
+/// at the lower TTL bound) so the missing ones come back soon.
+fn srv_instances(
+    scheme: &str,
+    ipv4_only: bool,
+    srv_valid_for: Duration,
+    targets: &[SrvTarget],
+) -> Option<(Vec<Instance>, Duration)> {
+    let resolved = targets.iter().filter(|t| t.addrs.is_some()).count();
+    if resolved == 0 && !targets.is_empty() {
+        return None;
+    }
+    let mut valid_for = if resolved < targets.len() {
+        Duration::ZERO
+    } else {
+        srv_valid_for
+    };
+    let mut instances = Vec::new();
+    for target in targets {
+        let Some((ips, ips_valid_for)) = &target.addrs else {
+            continue;
+        };
+        valid_for = valid_for.min(*ips_valid_for);
+        instances.extend(
+            ips.iter()
+                .filter(|ip| !(ipv4_only && ip.is_ipv6()))
+                .map(|ip| {
+                    instance(
+                        scheme,
+                        SocketAddr::new(*ip, target.port),
+                        Some(u32::from(target.weight)),
+                    )
+                }),
+        );
+    }
+    Some((instances, valid_for))
+}
+
 /// One lookup: the instances, and how long the answer is valid.
 async fn resolve(inner: &Inner) -> Result<(Vec<Instance>, Duration), Error> {
-    let keep = |ip: &IpAddr| !(inner.ipv4_only && ip.is_ipv6());
     let fail = |e| Error::new(crate::ErrorKind::Connect, "DNS lookup failed").with_source(e);
     let now = std::time::Instant::now();
     match &inner.query {
@@ -170,7 +228,7 @@ async fn resolve(inner: &Inner) -> Result<(Vec<Instance>, Duration), Error> {
                 .map_err(fail)?;
             let instances = answer
                 .iter()
-                .filter(keep)
+                .filter(|ip| !(inner.ipv4_only && ip.is_ipv6()))
                 .map(|ip| instance(inner.scheme, SocketAddr::new(ip, *port), None))
                 .collect();
             Ok((
@@ -184,26 +242,36 @@ async fn resolve(inner: &Inner) -> Result<(Vec<Instance>, Duration), Error> {
                 .srv_lookup(name.as_str())
                 .await
                 .map_err(fail)?;
-            let mut valid_for = answer.valid_until().saturating_duration_since(now);
-            let mut instances = Vec::new();
+            let mut targets = Vec::new();
             for record in answer.answers() {
                 let RData::SRV(srv) = &record.data else {
                     continue;
                 };
-                let target = srv.target.to_string();
-                let Ok(ips) = inner.resolver.lookup_ip(target.as_str()).await else {
-                    continue;
-                };
-                valid_for = valid_for.min(ips.valid_until().saturating_duration_since(now));
-                instances.extend(ips.iter().filter(keep).map(|ip| {
-                    instance(
-                        inner.scheme,
-                        SocketAddr::new(ip, srv.port),
-                        Some(u32::from(srv.weight)),
-                    )
-                }));
+                if srv.target.is_root() {
+                    continue; // RFC 2782: "decidedly not available"
+                }
+                let addrs = inner
+                    .resolver
+                    .lookup_ip(srv.target.to_string().as_str())
+                    .await
+                    .ok()
+                    .map(|ips| {
+                        let valid_for = ips.valid_until().saturating_duration_since(now);
+                        (ips.iter().collect(), valid_for)
+                    });
+                targets.push(SrvTarget {
+                    port: srv.port,
+                    weight: srv.weight,
+                    addrs,
+                });
             }
-            Ok((instances, valid_for))
+            let srv_valid_for = answer.valid_until().saturating_duration_since(now);
+            srv_instances(inner.scheme, inner.ipv4_only, srv_valid_for, &targets).ok_or_else(|| {
+                Error::new(
+                    crate::ErrorKind::Connect,
+                    format!("DNS lookup failed: no target of {name} resolved"),
+                )
+            })
         }
     }
 }
@@ -264,6 +332,67 @@ mod tests {
             ("[::1]:8080", "http://[::1]:8080")
         );
         assert_eq!(i.weight, Some(5));
+    }
+
+    fn target(port: u16, addrs: Option<(&[&str], u64)>) -> SrvTarget {
+        SrvTarget {
+            port,
+            weight: 10,
+            addrs: addrs.map(|(ips, secs)| {
+                let ips = ips
+                    .iter()
+                    .map(|ip| ip.parse().unwrap_or_else(|_| panic!("literal {ip}")))
+                    .collect();
+                (ips, Duration::from_secs(secs))
+            }),
+        }
+    }
+
+    fn ids(answer: Option<(Vec<Instance>, Duration)>) -> Option<(Vec<String>, u64)> {
+        answer
+            .map(|(set, valid_for)| (set.into_iter().map(|i| i.id).collect(), valid_for.as_secs()))
+    }
+
+    #[test]
+    fn an_srv_answer_whose_targets_all_fail_keeps_the_last_set() {
+        let srv_ttl = Duration::from_secs(30);
+        let answer = |targets: &[SrvTarget]| ids(srv_instances("http", false, srv_ttl, targets));
+        // Every target resolves: all instances, valid as long as the
+        // shortest-lived record.
+        assert_eq!(
+            answer(&[
+                target(80, Some((&["10.0.0.1", "10.0.0.2"], 20))),
+                target(81, Some((&["10.0.0.3"], 40))),
+            ]),
+            Some((
+                vec![
+                    "10.0.0.1:80".into(),
+                    "10.0.0.2:80".into(),
+                    "10.0.0.3:81".into()
+                ],
+                20
+            ))
+        );
+        // No target resolves (a resolver outage, not an empty service): no
+        // set, so the last one stays.
+        assert_eq!(answer(&[target(80, None), target(81, None)]), None);
+        // Some resolve: serve those, and look again soon for the others.
+        assert_eq!(
+            answer(&[target(80, None), target(81, Some((&["10.0.0.3"], 40)))]),
+            Some((vec!["10.0.0.3:81".into()], 0))
+        );
+        // No target at all (only "."): the service says it has no instance.
+        assert_eq!(answer(&[]), Some((vec![], 30)));
+        // Addresses that resolved but are filtered out are a real answer too.
+        assert_eq!(
+            ids(srv_instances(
+                "http",
+                true,
+                srv_ttl,
+                &[target(80, Some((&["::1"], 20)))]
+            )),
+            Some((vec![], 20))
+        );
     }
 
     #[tokio::test]
