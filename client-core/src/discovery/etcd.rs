@@ -7,7 +7,9 @@
 //! entry disappears by itself. [`EtcdDiscovery`] reads the prefix, then
 //! watches it from the next revision; when the connection drops it
 //! reconnects (trying the next endpoint, with back-off from 100 ms to 5 s)
-//! and reads again, and meanwhile keeps serving the last known set.
+//! and reads again, and meanwhile keeps serving the last known set. A line
+//! of the watch stream longer than 4 MiB counts as a broken stream, so a
+//! misbehaving server cannot grow our memory.
 //! [`EtcdDiscovery::register`] puts an instance with a lease, keeps the lease
 //! alive, and revokes it (removing the key) on
 //! [`Registration::deregister`] or drop.
@@ -40,6 +42,13 @@ use crate::{BoxError, Error, ErrorKind};
 /// The default key prefix: instances of `user-service` live under
 /// `/services/user-service/`.
 pub const DEFAULT_PREFIX: &str = "/services/";
+
+/// The longest line (one watch response) the watch reader buffers. etcd
+/// refuses requests over 1.5 MiB by default, so one revision's events fit
+/// with room to spare; a longer line means a broken or hostile server, and
+/// the stream is dropped (then read again from the prefix) instead of
+/// growing without bound.
+const MAX_WATCH_LINE: usize = 4 * 1024 * 1024;
 
 /// Instances from etcd; see the [module docs](self). Cheap to clone.
 #[derive(Clone)]
@@ -372,6 +381,55 @@ fn instance(kv: &KeyValue) -> Option<(String, Instance)> {
     Some((key, serde_json::from_value(value).ok()?))
 }
 
+// ===== the watch =====
+
+/// Splits a byte stream into `\n`-terminated lines of at most `max` bytes,
+/// however the stream is cut into chunks.
+struct Lines {
+    /// The start of a line whose end has not arrived yet.
+    partial: Vec<u8>,
+    max: usize,
+}
+
+/// A line grew past [`Lines`]' limit.
+#[derive(Debug, PartialEq, Eq)]
+struct LineTooLong;
+
+impl Lines {
+    fn new(max: usize) -> Self {
+        Lines {
+            partial: Vec::new(),
+            max,
+        }
+    }
+
+    /// The lines `chunk` completes, without their `\n`. Holds at most `max`
+    /// bytes between calls.
+    ///
+    /// # Errors
+    /// [`LineTooLong`] when a line (complete or not) exceeds `max` bytes;
+    /// the stream cannot be trusted after that.
+    fn push(&mut self, chunk: &[u8]) -> Result<Vec<Vec<u8>>, LineTooLong> {
+        let mut lines = Vec::new();
+        let mut rest = chunk;
+        while let Some(newline) = rest.iter().position(|b| *b == b'\n') {
+            let (end, after) = rest.split_at(newline);
+            if self.partial.len().saturating_add(end.len()) > self.max {
+                return Err(LineTooLong);
+            }
+            let mut line = std::mem::take(&mut self.partial);
+            line.extend_from_slice(end);
+            lines.push(line);
+            rest = after.get(1..).unwrap_or_default();
+        }
+        if self.partial.len().saturating_add(rest.len()) > self.max {
+            return Err(LineTooLong);
+        }
+        self.partial.extend_from_slice(rest);
+        Ok(lines)
+    }
+}
+
 /// Keeps `sender` up to date with the instances under `prefix`, until every
 /// subscriber is gone.
 async fn follow(inner: Arc<Inner>, prefix: String, sender: watch::Sender<Option<Instances>>) {
@@ -431,11 +489,12 @@ async fn sync_and_watch(
     let Ok(mut stream) = request.send().await else {
         return true;
     };
-    let mut buffer: Vec<u8> = Vec::new();
+    let mut lines = Lines::new(MAX_WATCH_LINE);
     while let Ok(Some(chunk)) = stream.chunk().await {
-        buffer.extend_from_slice(&chunk);
-        while let Some(newline) = buffer.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = buffer.drain(..=newline).collect();
+        let Ok(complete) = lines.push(&chunk) else {
+            return true; // an endless line: not etcd talking
+        };
+        for line in complete {
             let Ok(message) = serde_json::from_slice::<WatchMessage>(&line) else {
                 continue;
             };
@@ -492,5 +551,55 @@ mod tests {
             value: B64.encode("not json"),
         };
         assert!(instance(&junk).is_none());
+    }
+
+    fn strings(lines: Vec<Vec<u8>>) -> Vec<String> {
+        lines
+            .into_iter()
+            .map(|l| String::from_utf8_lossy(&l).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn lines_split_across_chunks_and_several_in_one() {
+        let mut lines = Lines::new(64);
+        // A line cut in three, then two lines and the start of a third in
+        // one chunk: chunk boundaries never show in the lines.
+        assert_eq!(lines.push(b"{\"a\"").map(strings), Ok(vec![]));
+        assert_eq!(lines.push(b":1").map(strings), Ok(vec![]));
+        assert_eq!(
+            lines.push(b"}\n").map(strings),
+            Ok(vec![r#"{"a":1}"#.into()])
+        );
+        assert_eq!(
+            lines.push(b"one\ntwo\nthr").map(strings),
+            Ok(vec!["one".into(), "two".into()])
+        );
+        assert_eq!(
+            lines.push(b"ee\n\n").map(strings),
+            Ok(vec!["three".into(), "".into()])
+        );
+        assert!(lines.partial.is_empty());
+    }
+
+    #[test]
+    fn a_line_longer_than_the_limit_breaks_the_stream() {
+        // Exactly the limit is fine, complete or still open.
+        let mut lines = Lines::new(4);
+        assert_eq!(
+            lines.push(b"abcd\nab").map(strings),
+            Ok(vec!["abcd".into()])
+        );
+        assert_eq!(lines.push(b"cd").map(strings), Ok(vec![]));
+        // One more byte of the open line is one too many: the buffer never
+        // holds more than the limit.
+        assert_eq!(lines.push(b"e"), Err(LineTooLong));
+        // A complete line over the limit in a single chunk, too.
+        assert_eq!(Lines::new(4).push(b"abcde\n"), Err(LineTooLong));
+        // An endless line in small chunks fails once it passes the limit.
+        let mut endless = Lines::new(1024);
+        let failed_at = (1..).find(|_| endless.push(&[b'x'; 100]).is_err());
+        assert_eq!(failed_at, Some(11));
+        assert!(endless.partial.len() <= 1024);
     }
 }
