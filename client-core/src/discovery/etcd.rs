@@ -7,12 +7,33 @@
 //! entry disappears by itself. [`EtcdDiscovery`] reads the prefix, then
 //! watches it from the next revision; when the connection drops it
 //! reconnects (trying the next endpoint, with back-off from 100 ms to 5 s)
-//! and reads again, and meanwhile keeps serving the last known set. A line
-//! of the watch stream longer than 4 MiB counts as a broken stream, so a
-//! misbehaving server cannot grow our memory.
+//! and reads again, and meanwhile keeps serving the last known set.
 //! [`EtcdDiscovery::register`] puts an instance with a lease, keeps the lease
 //! alive, and revokes it (removing the key) on
 //! [`Registration::deregister`] or drop.
+//!
+//! ## A watch that goes quiet is presumed dead
+//!
+//! A watch is one long HTTP response. An etcd that is frozen rather than
+//! dead, or a TCP connection that went half-open (a NAT or a load balancer
+//! forgot it, the peer's host lost power), never closes that response: the
+//! client would wait forever and serve an ever older set. So the watch asks
+//! etcd for progress notifications (`progress_notify`: an empty response
+//! now and then while nothing changes), and a watch that receives no bytes
+//! for [`EtcdDiscovery::watch_idle_timeout`] (default 60 s) is dropped and
+//! made again: read the prefix, watch from there. etcd sends progress
+//! notifications every 10 minutes by default (etcd 3.4's
+//! `--experimental-watch-progress-notify-interval`); set it below the idle
+//! timeout, or a quiet prefix is re-read once per idle timeout, which is
+//! harmless but wasted work. The JSON gateway's watch is a single request
+//! stream, so the client cannot ask for progress itself; the idle timeout is
+//! what keeps it honest. A line of the stream longer than 4 MiB also counts
+//! as a broken stream, so a misbehaving server cannot grow our memory.
+//!
+//! ## Background work ends with its owner
+//!
+//! The watch of a service runs on a task that ends, closing its connection,
+//! as soon as the last subscriber (the last client built on it) is dropped.
 //!
 //! ## Why not the `etcd-client` crate
 //!
@@ -43,6 +64,14 @@ use crate::{BoxError, Error, ErrorKind};
 /// `/services/user-service/`.
 pub const DEFAULT_PREFIX: &str = "/services/";
 
+/// How long a watch may stay silent before it is presumed dead; see
+/// [`EtcdDiscovery::watch_idle_timeout`].
+const DEFAULT_WATCH_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The shortest idle timeout accepted: below it, a healthy watch would be
+/// torn down between two packets.
+const MIN_WATCH_IDLE_TIMEOUT: Duration = Duration::from_millis(100);
+
 /// The longest line (one watch response) the watch reader buffers. etcd
 /// refuses requests over 1.5 MiB by default, so one revision's events fit
 /// with room to spare; a longer line means a broken or hostile server, and
@@ -60,6 +89,7 @@ struct Inner {
     endpoints: Vec<String>,
     http: reqwest::Client,
     prefix: String,
+    watch_idle_timeout: Duration,
     followers: Followers,
 }
 
@@ -87,26 +117,61 @@ impl EtcdDiscovery {
                 endpoints,
                 http,
                 prefix: DEFAULT_PREFIX.to_owned(),
+                watch_idle_timeout: DEFAULT_WATCH_IDLE_TIMEOUT,
                 followers: Followers::default(),
             }),
         })
     }
 
+    /// A copy with `change` applied and no subscriptions yet.
+    fn with(self, change: impl FnOnce(&mut Inner)) -> Self {
+        let old = &self.inner;
+        let mut inner = Inner {
+            endpoints: old.endpoints.clone(),
+            http: old.http.clone(),
+            prefix: old.prefix.clone(),
+            watch_idle_timeout: old.watch_idle_timeout,
+            followers: Followers::default(),
+        };
+        change(&mut inner);
+        EtcdDiscovery {
+            inner: Arc::new(inner),
+        }
+    }
+
     /// Looks for instances under `prefix` instead of `/services/`.
     /// (Before any subscription; clones made earlier keep the old prefix.)
+    /// Default is [`DEFAULT_PREFIX`].
     pub fn with_prefix(self, prefix: impl Into<String>) -> Self {
         let mut prefix = prefix.into();
         if !prefix.ends_with('/') {
             prefix.push('/');
         }
-        EtcdDiscovery {
-            inner: Arc::new(Inner {
-                endpoints: self.inner.endpoints.clone(),
-                http: self.inner.http.clone(),
-                prefix,
-                followers: Followers::default(),
-            }),
-        }
+        self.with(|i| i.prefix = prefix)
+    }
+
+    /// Drops a watch that has received nothing for `idle` and makes it again
+    /// (reading the prefix first), keeping the last set meanwhile. This is
+    /// what notices a frozen etcd or a half-open connection; see the
+    /// [module docs](self). Keep it above etcd's progress notification
+    /// interval (`--experimental-watch-progress-notify-interval`, 10 minutes
+    /// unless set), or a quiet prefix is re-read every `idle`. Values below
+    /// 100 ms are raised to 100 ms. (Before any subscription; clones made
+    /// earlier keep the old value.)
+    ///
+    /// Default is 60 s.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), courier::Error> {
+    /// use std::time::Duration;
+    /// use courier::discovery::etcd::EtcdDiscovery;
+    ///
+    /// let discovery = EtcdDiscovery::new(["http://127.0.0.1:2379"])?
+    ///     .watch_idle_timeout(Duration::from_secs(20));
+    /// # Ok(()) }
+    /// ```
+    pub fn watch_idle_timeout(self, idle: Duration) -> Self {
+        self.with(|i| i.watch_idle_timeout = idle.max(MIN_WATCH_IDLE_TIMEOUT))
     }
 
     /// Registers `instance` of `service`: puts it under
@@ -179,6 +244,7 @@ impl std::fmt::Debug for EtcdDiscovery {
         f.debug_struct("EtcdDiscovery")
             .field("endpoints", &self.inner.endpoints)
             .field("prefix", &self.inner.prefix)
+            .field("watch_idle_timeout", &self.inner.watch_idle_timeout)
             .finish()
     }
 }
@@ -432,13 +498,17 @@ impl Lines {
 
 /// Keeps `sender` up to date with the instances under `prefix`, until every
 /// subscriber is gone.
+///
+/// NOTE: every wait here is raced against the subscribers going away
+/// ([`until_unsubscribed`]), so dropping the last one ends the task at once
+/// and closes its watch connection.
 async fn follow(inner: Arc<Inner>, prefix: String, sender: watch::Sender<Option<Instances>>) {
     const FIRST: Duration = Duration::from_millis(100);
     let mut backoff = FIRST;
     let mut turn = 0usize;
     loop {
         let endpoint = &inner.endpoints[turn % inner.endpoints.len()];
-        let watch = sync_and_watch(&inner.http, endpoint, &prefix, &sender);
+        let watch = sync_and_watch(&inner, endpoint, &prefix, &sender);
         let Some(synced) = until_unsubscribed(&sender, watch).await else {
             return;
         };
@@ -459,38 +529,58 @@ async fn follow(inner: Arc<Inner>, prefix: String, sender: watch::Sender<Option<
 }
 
 /// Reads the prefix, publishes it, then applies watch events until the
-/// stream ends. `true` if the read succeeded. Errors end the stream; the
-/// last set stays published.
+/// stream ends, breaks or stays silent for the idle timeout. `true` if the
+/// read succeeded. Errors end the stream; the last set stays published.
 async fn sync_and_watch(
-    http: &reqwest::Client,
+    inner: &Inner,
     endpoint: &str,
     prefix: &str,
     sender: &watch::Sender<Option<Instances>>,
 ) -> bool {
+    let http = &inner.http;
+    let idle = inner.watch_idle_timeout;
     let end = range_end(prefix);
     let range = json!({ "key": B64.encode(prefix), "range_end": B64.encode(&end) });
     let Ok(read) = post::<RangeResponse>(http, endpoint, "/v3/kv/range", &range).await else {
         return false;
     };
     let mut known: BTreeMap<String, Instance> = read.kvs.iter().filter_map(instance).collect();
+    // Publishes only a change: a reconnect that reads the same set again
+    // does not wake the subscribers.
     let publish = |known: &BTreeMap<String, Instance>| {
-        sender.send_replace(Some(known.values().cloned().collect::<Vec<_>>().into()));
+        let now: Instances = known.values().cloned().collect::<Vec<_>>().into();
+        sender.send_if_modified(|set| {
+            let changed = set.as_deref() != Some(&*now);
+            if changed {
+                *set = Some(now);
+            }
+            changed
+        });
     };
     publish(&known);
     let watch = json!({ "create_request": {
         "key": B64.encode(prefix),
         "range_end": B64.encode(&end),
         "start_revision": read.header.revision + 1,
+        "progress_notify": true,
     }});
     let request = http
         .post(format!("{endpoint}/v3/watch"))
         .header(http::header::CONTENT_TYPE, "application/json")
         .body(watch.to_string());
-    let Ok(mut stream) = request.send().await else {
+    let Ok(Ok(mut stream)) = tokio::time::timeout(idle, request.send()).await else {
         return true;
     };
+    if !stream.status().is_success() {
+        return true;
+    }
     let mut lines = Lines::new(MAX_WATCH_LINE);
-    while let Ok(Some(chunk)) = stream.chunk().await {
+    loop {
+        // Silence for `idle` (a frozen etcd, a half-open connection), the
+        // end of the stream and a read error all end the watch alike.
+        let Ok(Ok(Some(chunk))) = tokio::time::timeout(idle, stream.chunk()).await else {
+            return true;
+        };
         let Ok(complete) = lines.push(&chunk) else {
             return true; // an endless line: not etcd talking
         };
@@ -528,7 +618,6 @@ async fn sync_and_watch(
             }
         }
     }
-    true
 }
 
 #[cfg(test)]
@@ -602,4 +691,5 @@ mod tests {
         assert_eq!(failed_at, Some(11));
         assert!(endless.partial.len() <= 1024);
     }
+
 }
