@@ -280,6 +280,27 @@ fn ids(subscription: &Subscription) -> Option<Vec<String>> {
     })
 }
 
+/// The lease `key` is stored with, if it is stored.
+async fn lease_of(etcd: &Etcd, key: &str) -> Option<i64> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let answer = reqwest::Client::new()
+        .post(format!("{}/v3/kv/range", etcd.url()))
+        .body(serde_json::json!({ "key": b64.encode(key) }).to_string())
+        .send()
+        .await
+        .ok()?
+        .bytes()
+        .await
+        .ok()?;
+    let read: serde_json::Value = serde_json::from_slice(&answer).ok()?;
+    let lease = read.pointer("/kvs/0/lease")?;
+    lease
+        .as_str()
+        .and_then(|l| l.parse().ok())
+        .or_else(|| lease.as_i64())
+}
+
 async fn count(server: &MockServer) -> usize {
     server.received_requests().await.map_or(0, |r| r.len())
 }
@@ -501,4 +522,51 @@ async fn dropping_the_last_subscriber_closes_the_watch() {
     )
     .await;
     assert_eq!(proxy.watches(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_lease_is_replaced_and_the_key_put_again() {
+    // etcd forgets a lease (it expired during an outage, or an operator
+    // revoked it) and deletes its key; the serving process is still alive
+    // and must be found again.
+    let etcd = Etcd::start().await;
+    let registry = EtcdDiscovery::new([etcd.url()]).expect("valid endpoint");
+    let registration = registry
+        .register(
+            "orders",
+            Instance::new("a", "http://127.0.0.1:1"),
+            Duration::from_secs(2),
+        )
+        .await
+        .expect("registered");
+    let key = registration.key().to_owned();
+    let first = registration.lease();
+    assert_eq!(lease_of(&etcd, &key).await, Some(first));
+
+    let revoked = reqwest::Client::new()
+        .post(format!("{}/v3/lease/revoke", etcd.url()))
+        .body(format!(r#"{{"ID":{first}}}"#))
+        .send()
+        .await
+        .expect("revoke sent");
+    assert!(revoked.status().is_success(), "{}", revoked.status());
+    assert_ne!(
+        lease_of(&etcd, &key).await,
+        Some(first),
+        "the key went with it"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = registration.lease();
+        if now != first && lease_of(&etcd, &key).await == Some(now) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the key did not come back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The new lease is kept alive, and deregistering revokes it.
+    registration.deregister().await.expect("revoked");
+    assert_eq!(lease_of(&etcd, &key).await, None);
 }

@@ -30,10 +30,20 @@
 //! what keeps it honest. A line of the stream longer than 4 MiB also counts
 //! as a broken stream, so a misbehaving server cannot grow our memory.
 //!
+//! ## A registration outlives its lease
+//!
+//! When etcd is unreachable for longer than the lease's TTL, or someone
+//! revokes the lease, etcd deletes the key, and keeping the old lease alive
+//! can never bring it back: etcd answers the keep-alive with a TTL of 0. The
+//! keep-alive notices that answer, grants a new lease and puts the key again,
+//! so a server that keeps running is found again once etcd is.
+//! [`Registration::lease`] always names the current lease.
+//!
 //! ## Background work ends with its owner
 //!
 //! The watch of a service runs on a task that ends, closing its connection,
-//! as soon as the last subscriber (the last client built on it) is dropped.
+//! as soon as the last subscriber (the last client built on it) is dropped;
+//! the keep-alive ends with its [`Registration`].
 //!
 //! ## Why not the `etcd-client` crate
 //!
@@ -45,6 +55,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -178,7 +189,9 @@ impl EtcdDiscovery {
     /// `<prefix><service>/<id>` with a lease of `ttl` (at least 2 s), and
     /// keeps the lease alive until the [`Registration`] is deregistered or
     /// dropped. If this process dies, etcd removes the key when the lease
-    /// runs out.
+    /// runs out. If the lease expires while the process lives (etcd was
+    /// unreachable for longer than `ttl`, or the lease was revoked from
+    /// outside), the keep-alive grants a new lease and puts the key again.
     ///
     /// # Errors
     /// [`ErrorKind::Transport`] when no endpoint accepts the lease or the put.
@@ -194,32 +207,22 @@ impl EtcdDiscovery {
         let value = serde_json::to_vec(&instance).map_err(|e| {
             Error::invalid_request("the instance does not serialize").with_source(e)
         })?;
-        let grant: LeaseGrant = call(inner, "/v3/lease/grant", json!({ "TTL": ttl_secs }))
+        let lease = grant(inner, ttl_secs)
             .await
             .map_err(|e| etcd_error("lease grant", e))?;
-        let lease = grant.id;
-        call::<serde_json::Value>(
-            inner,
-            "/v3/kv/put",
-            json!({ "key": B64.encode(&key), "value": B64.encode(&value), "lease": lease }),
-        )
-        .await
-        .map_err(|e| etcd_error("put", e))?;
-        let keeper = Arc::clone(inner);
-        let period = Duration::from_secs(ttl_secs / 3).max(Duration::from_millis(500));
-        let keepalive = tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(period).await;
-                // A failed keep-alive is retried next period; the lease
-                // outlives a couple of failures by construction (ttl / 3).
-                let _ = call::<serde_json::Value>(
-                    &keeper,
-                    "/v3/lease/keepalive",
-                    json!({ "ID": lease }),
-                )
-                .await;
-            }
-        });
+        if let Err(e) = put(inner, &key, &value, lease).await {
+            // Best effort; otherwise the unused lease runs out by itself.
+            let _ = revoke(inner, lease).await;
+            return Err(etcd_error("put", e));
+        }
+        let lease = Arc::new(AtomicI64::new(lease));
+        let keepalive = tokio::spawn(keep_registered(
+            Arc::clone(inner),
+            key.clone(),
+            value,
+            ttl_secs,
+            Arc::clone(&lease),
+        ));
         Ok(Registration {
             inner: Arc::clone(inner),
             key,
@@ -249,11 +252,14 @@ impl std::fmt::Debug for EtcdDiscovery {
     }
 }
 
+// ===== impl Registration =====
+
 /// An instance registered in etcd; see [`EtcdDiscovery::register`].
 pub struct Registration {
     inner: Arc<Inner>,
     key: String,
-    lease: i64,
+    /// Written only by the keep-alive task, when it registers again.
+    lease: Arc<AtomicI64>,
     keepalive: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -263,9 +269,10 @@ impl Registration {
         &self.key
     }
 
-    /// The lease keeping it alive.
+    /// The lease keeping it alive now: a new one once the first expired and
+    /// the instance was registered again.
     pub fn lease(&self) -> i64 {
-        self.lease
+        self.lease.load(Ordering::Acquire)
     }
 
     /// Stops keeping the lease alive and revokes it, which removes the key.
@@ -275,9 +282,9 @@ impl Registration {
     /// goes when the lease runs out).
     pub async fn deregister(mut self) -> Result<(), Error> {
         if let Some(task) = self.keepalive.take() {
-            task.abort();
+            stop(task).await;
         }
-        revoke(&self.inner, self.lease)
+        revoke(&self.inner, self.lease())
             .await
             .map_err(|e| etcd_error("lease revoke", e))
     }
@@ -293,9 +300,10 @@ impl Drop for Registration {
         // goes when the lease runs out.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let inner = Arc::clone(&self.inner);
-            let lease = self.lease;
+            let lease = Arc::clone(&self.lease);
             runtime.spawn(async move {
-                let _ = revoke(&inner, lease).await;
+                stop(task).await;
+                let _ = revoke(&inner, lease.load(Ordering::Acquire)).await;
             });
         }
     }
@@ -305,8 +313,98 @@ impl std::fmt::Debug for Registration {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Registration")
             .field("key", &self.key)
-            .field("lease", &self.lease)
+            .field("lease", &self.lease())
             .finish()
+    }
+}
+
+/// Aborts the keep-alive and waits until it has stopped.
+///
+/// NOTE: after this, the lease in the [`Registration`] is final: the task
+/// stores a new lease right after etcd grants it, with no await in between,
+/// so an abort either comes before the grant's answer was read (that lease
+/// holds no key and runs out by itself) or after it was stored (and is
+/// revoked by the caller).
+async fn stop(task: tokio::task::JoinHandle<()>) {
+    task.abort();
+    let _ = task.await;
+}
+
+/// Keeps `key` registered: renews `lease` every `ttl / 3` and, when etcd
+/// says the lease is gone, grants a new one and puts `value` again.
+async fn keep_registered(
+    inner: Arc<Inner>,
+    key: String,
+    value: Vec<u8>,
+    ttl_secs: u64,
+    lease: Arc<AtomicI64>,
+) {
+    let period = Duration::from_secs(ttl_secs / 3).max(Duration::from_millis(500));
+    // True while the current lease holds no key: a new lease was granted
+    // and the put that follows it has not succeeded yet.
+    let mut key_missing = false;
+    loop {
+        tokio::time::sleep(period).await;
+        match keep_alive(&inner, lease.load(Ordering::Acquire)).await {
+            Ok(LeaseState::Alive) if !key_missing => continue,
+            Ok(LeaseState::Alive) => {} // the last put failed: put again
+            Ok(LeaseState::Expired) => match grant(&inner, ttl_secs).await {
+                Ok(new) => lease.store(new, Ordering::Release),
+                Err(_) => continue, // etcd trouble: try again next period
+            },
+            // A failed keep-alive is retried next period; the lease
+            // outlives a couple of failures by construction (ttl / 3).
+            Err(_) => continue,
+        }
+        key_missing = put(&inner, &key, &value, lease.load(Ordering::Acquire))
+            .await
+            .is_err();
+    }
+}
+
+/// What etcd said about a lease.
+#[derive(Debug, PartialEq, Eq)]
+enum LeaseState {
+    Alive,
+    /// Expired or revoked: it can never be renewed, and its keys are gone.
+    Expired,
+}
+
+async fn grant(inner: &Inner, ttl_secs: u64) -> Result<i64, BoxError> {
+    let grant: LeaseGrant = call(inner, "/v3/lease/grant", json!({ "TTL": ttl_secs })).await?;
+    Ok(grant.id)
+}
+
+async fn put(inner: &Inner, key: &str, value: &[u8], lease: i64) -> Result<(), BoxError> {
+    call::<serde_json::Value>(
+        inner,
+        "/v3/kv/put",
+        json!({ "key": B64.encode(key), "value": B64.encode(value), "lease": lease }),
+    )
+    .await
+    .map(drop)
+}
+
+async fn keep_alive(inner: &Inner, lease: i64) -> Result<LeaseState, BoxError> {
+    let answer: KeepAliveMessage =
+        call(inner, "/v3/lease/keepalive", json!({ "ID": lease })).await?;
+    lease_state(answer)
+}
+
+/// etcd answers a keep-alive of an unknown lease with a TTL of 0, which its
+/// JSON leaves out: `{"result": {"header": {…}, "ID": "…"}}`.
+fn lease_state(answer: KeepAliveMessage) -> Result<LeaseState, BoxError> {
+    match answer {
+        KeepAliveMessage {
+            result: Some(result),
+            ..
+        } if result.ttl > 0 => Ok(LeaseState::Alive),
+        KeepAliveMessage {
+            result: Some(_), ..
+        } => Ok(LeaseState::Expired),
+        KeepAliveMessage { error, .. } => {
+            Err(format!("etcd keep-alive failed: {}", error.unwrap_or_default()).into())
+        }
     }
 }
 
@@ -381,6 +479,19 @@ fn int<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
 struct LeaseGrant {
     #[serde(rename = "ID", deserialize_with = "int")]
     id: i64,
+}
+
+#[derive(Deserialize)]
+struct KeepAliveMessage {
+    result: Option<KeepAliveResult>,
+    error: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct KeepAliveResult {
+    /// Absent (zero) when the lease is gone.
+    #[serde(rename = "TTL", default, deserialize_with = "int")]
+    ttl: i64,
 }
 
 #[derive(Deserialize, Default)]
@@ -692,4 +803,28 @@ mod tests {
         assert!(endless.partial.len() <= 1024);
     }
 
+    #[test]
+    fn a_keep_alive_answer_without_ttl_means_the_lease_is_gone() {
+        let parse = |s: &str| {
+            let message: KeepAliveMessage =
+                serde_json::from_str(s).unwrap_or_else(|e| panic!("{s}: {e}"));
+            lease_state(message).map_err(|e| e.to_string())
+        };
+        // Answers as etcd 3.4's JSON gateway gives them.
+        let header =
+            r#""header":{"cluster_id":"1","member_id":"2","revision":"1","raft_term":"2"}"#;
+        assert_eq!(
+            parse(&format!(r#"{{"result":{{{header},"ID":"7","TTL":"5"}}}}"#)),
+            Ok(LeaseState::Alive)
+        );
+        assert_eq!(
+            parse(&format!(r#"{{"result":{{{header},"ID":"7"}}}}"#)),
+            Ok(LeaseState::Expired)
+        );
+        assert_eq!(
+            parse(&format!(r#"{{"result":{{{header},"ID":"7","TTL":"0"}}}}"#)),
+            Ok(LeaseState::Expired)
+        );
+        assert!(parse(r#"{"error":{"grpc_code":14,"message":"unavailable"}}"#).is_err());
+    }
 }
