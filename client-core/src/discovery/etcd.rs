@@ -12,6 +12,39 @@
 //! alive, and revokes it (removing the key) on
 //! [`Registration::deregister`] or drop.
 //!
+//! ## A watch that goes quiet is presumed dead
+//!
+//! A watch is one long HTTP response. An etcd that is frozen rather than
+//! dead, or a TCP connection that went half-open (a NAT or a load balancer
+//! forgot it, the peer's host lost power), never closes that response: the
+//! client would wait forever and serve an ever older set. So the watch asks
+//! etcd for progress notifications (`progress_notify`: an empty response
+//! now and then while nothing changes), and a watch that receives no bytes
+//! for [`EtcdDiscovery::watch_idle_timeout`] (default 60 s) is dropped and
+//! made again: read the prefix, watch from there. etcd sends progress
+//! notifications every 10 minutes by default (etcd 3.4's
+//! `--experimental-watch-progress-notify-interval`); set it below the idle
+//! timeout, or a quiet prefix is re-read once per idle timeout, which is
+//! harmless but wasted work. The JSON gateway's watch is a single request
+//! stream, so the client cannot ask for progress itself; the idle timeout is
+//! what keeps it honest. A line of the stream longer than 4 MiB also counts
+//! as a broken stream, so a misbehaving server cannot grow our memory.
+//!
+//! ## A registration outlives its lease
+//!
+//! When etcd is unreachable for longer than the lease's TTL, or someone
+//! revokes the lease, etcd deletes the key, and keeping the old lease alive
+//! can never bring it back: etcd answers the keep-alive with a TTL of 0. The
+//! keep-alive notices that answer, grants a new lease and puts the key again,
+//! so a server that keeps running is found again once etcd is.
+//! [`Registration::lease`] always names the current lease.
+//!
+//! ## Background work ends with its owner
+//!
+//! The watch of a service runs on a task that ends, closing its connection,
+//! as soon as the last subscriber (the last client built on it) is dropped;
+//! the keep-alive ends with its [`Registration`].
+//!
 //! ## Why not the `etcd-client` crate
 //!
 //! It speaks gRPC through tonic and prost, which needs `protoc` and a large
@@ -22,6 +55,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -30,13 +64,31 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::watch;
 
-use super::{Discovery, Followers, Instance, Instances, Subscription, answer_none_if_first};
+use super::{
+    Discovery, Followers, Instance, Instances, Subscription, answer_none_if_first,
+    until_unsubscribed,
+};
 use crate::url::normalize_base_url;
 use crate::{BoxError, Error, ErrorKind};
 
 /// The default key prefix: instances of `user-service` live under
 /// `/services/user-service/`.
 pub const DEFAULT_PREFIX: &str = "/services/";
+
+/// How long a watch may stay silent before it is presumed dead; see
+/// [`EtcdDiscovery::watch_idle_timeout`].
+const DEFAULT_WATCH_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The shortest idle timeout accepted: below it, a healthy watch would be
+/// torn down between two packets.
+const MIN_WATCH_IDLE_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// The longest line (one watch response) the watch reader buffers. etcd
+/// refuses requests over 1.5 MiB by default, so one revision's events fit
+/// with room to spare; a longer line means a broken or hostile server, and
+/// the stream is dropped (then read again from the prefix) instead of
+/// growing without bound.
+const MAX_WATCH_LINE: usize = 4 * 1024 * 1024;
 
 /// Instances from etcd; see the [module docs](self). Cheap to clone.
 #[derive(Clone)]
@@ -48,6 +100,7 @@ struct Inner {
     endpoints: Vec<String>,
     http: reqwest::Client,
     prefix: String,
+    watch_idle_timeout: Duration,
     followers: Followers,
 }
 
@@ -75,33 +128,70 @@ impl EtcdDiscovery {
                 endpoints,
                 http,
                 prefix: DEFAULT_PREFIX.to_owned(),
+                watch_idle_timeout: DEFAULT_WATCH_IDLE_TIMEOUT,
                 followers: Followers::default(),
             }),
         })
     }
 
+    /// A copy with `change` applied and no subscriptions yet.
+    fn with(self, change: impl FnOnce(&mut Inner)) -> Self {
+        let old = &self.inner;
+        let mut inner = Inner {
+            endpoints: old.endpoints.clone(),
+            http: old.http.clone(),
+            prefix: old.prefix.clone(),
+            watch_idle_timeout: old.watch_idle_timeout,
+            followers: Followers::default(),
+        };
+        change(&mut inner);
+        EtcdDiscovery {
+            inner: Arc::new(inner),
+        }
+    }
+
     /// Looks for instances under `prefix` instead of `/services/`.
     /// (Before any subscription; clones made earlier keep the old prefix.)
+    /// Default is [`DEFAULT_PREFIX`].
     pub fn with_prefix(self, prefix: impl Into<String>) -> Self {
         let mut prefix = prefix.into();
         if !prefix.ends_with('/') {
             prefix.push('/');
         }
-        EtcdDiscovery {
-            inner: Arc::new(Inner {
-                endpoints: self.inner.endpoints.clone(),
-                http: self.inner.http.clone(),
-                prefix,
-                followers: Followers::default(),
-            }),
-        }
+        self.with(|i| i.prefix = prefix)
+    }
+
+    /// Drops a watch that has received nothing for `idle` and makes it again
+    /// (reading the prefix first), keeping the last set meanwhile. This is
+    /// what notices a frozen etcd or a half-open connection; see the
+    /// [module docs](self). Keep it above etcd's progress notification
+    /// interval (`--experimental-watch-progress-notify-interval`, 10 minutes
+    /// unless set), or a quiet prefix is re-read every `idle`. Values below
+    /// 100 ms are raised to 100 ms. (Before any subscription; clones made
+    /// earlier keep the old value.)
+    ///
+    /// Default is 60 s.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), courier::Error> {
+    /// use std::time::Duration;
+    /// use courier::discovery::etcd::EtcdDiscovery;
+    ///
+    /// let discovery = EtcdDiscovery::new(["http://127.0.0.1:2379"])?
+    ///     .watch_idle_timeout(Duration::from_secs(20));
+    /// # Ok(()) }
+    /// ```
+    pub fn watch_idle_timeout(self, idle: Duration) -> Self {
+        self.with(|i| i.watch_idle_timeout = idle.max(MIN_WATCH_IDLE_TIMEOUT))
     }
 
     /// Registers `instance` of `service`: puts it under
     /// `<prefix><service>/<id>` with a lease of `ttl` (at least 2 s), and
     /// keeps the lease alive until the [`Registration`] is deregistered or
     /// dropped. If this process dies, etcd removes the key when the lease
-    /// runs out.
+    /// runs out. If the lease expires while the process lives (etcd was
+    /// unreachable for longer than `ttl`, or the lease was revoked from
+    /// outside), the keep-alive grants a new lease and puts the key again.
     ///
     /// # Errors
     /// [`ErrorKind::Transport`] when no endpoint accepts the lease or the put.
@@ -117,32 +207,22 @@ impl EtcdDiscovery {
         let value = serde_json::to_vec(&instance).map_err(|e| {
             Error::invalid_request("the instance does not serialize").with_source(e)
         })?;
-        let grant: LeaseGrant = call(inner, "/v3/lease/grant", json!({ "TTL": ttl_secs }))
+        let lease = grant(inner, ttl_secs)
             .await
             .map_err(|e| etcd_error("lease grant", e))?;
-        let lease = grant.id;
-        call::<serde_json::Value>(
-            inner,
-            "/v3/kv/put",
-            json!({ "key": B64.encode(&key), "value": B64.encode(&value), "lease": lease }),
-        )
-        .await
-        .map_err(|e| etcd_error("put", e))?;
-        let keeper = Arc::clone(inner);
-        let period = Duration::from_secs(ttl_secs / 3).max(Duration::from_millis(500));
-        let keepalive = tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(period).await;
-                // A failed keep-alive is retried next period; the lease
-                // outlives a couple of failures by construction (ttl / 3).
-                let _ = call::<serde_json::Value>(
-                    &keeper,
-                    "/v3/lease/keepalive",
-                    json!({ "ID": lease }),
-                )
-                .await;
-            }
-        });
+        if let Err(e) = put(inner, &key, &value, lease).await {
+            // Best effort; otherwise the unused lease runs out by itself.
+            let _ = revoke(inner, lease).await;
+            return Err(etcd_error("put", e));
+        }
+        let lease = Arc::new(AtomicI64::new(lease));
+        let keepalive = tokio::spawn(keep_registered(
+            Arc::clone(inner),
+            key.clone(),
+            value,
+            ttl_secs,
+            Arc::clone(&lease),
+        ));
         Ok(Registration {
             inner: Arc::clone(inner),
             key,
@@ -167,15 +247,19 @@ impl std::fmt::Debug for EtcdDiscovery {
         f.debug_struct("EtcdDiscovery")
             .field("endpoints", &self.inner.endpoints)
             .field("prefix", &self.inner.prefix)
+            .field("watch_idle_timeout", &self.inner.watch_idle_timeout)
             .finish()
     }
 }
+
+// ===== impl Registration =====
 
 /// An instance registered in etcd; see [`EtcdDiscovery::register`].
 pub struct Registration {
     inner: Arc<Inner>,
     key: String,
-    lease: i64,
+    /// Written only by the keep-alive task, when it registers again.
+    lease: Arc<AtomicI64>,
     keepalive: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -185,9 +269,10 @@ impl Registration {
         &self.key
     }
 
-    /// The lease keeping it alive.
+    /// The lease keeping it alive now: a new one once the first expired and
+    /// the instance was registered again.
     pub fn lease(&self) -> i64 {
-        self.lease
+        self.lease.load(Ordering::Acquire)
     }
 
     /// Stops keeping the lease alive and revokes it, which removes the key.
@@ -197,9 +282,9 @@ impl Registration {
     /// goes when the lease runs out).
     pub async fn deregister(mut self) -> Result<(), Error> {
         if let Some(task) = self.keepalive.take() {
-            task.abort();
+            stop(task).await;
         }
-        revoke(&self.inner, self.lease)
+        revoke(&self.inner, self.lease())
             .await
             .map_err(|e| etcd_error("lease revoke", e))
     }
@@ -215,9 +300,10 @@ impl Drop for Registration {
         // goes when the lease runs out.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let inner = Arc::clone(&self.inner);
-            let lease = self.lease;
+            let lease = Arc::clone(&self.lease);
             runtime.spawn(async move {
-                let _ = revoke(&inner, lease).await;
+                stop(task).await;
+                let _ = revoke(&inner, lease.load(Ordering::Acquire)).await;
             });
         }
     }
@@ -227,8 +313,98 @@ impl std::fmt::Debug for Registration {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Registration")
             .field("key", &self.key)
-            .field("lease", &self.lease)
+            .field("lease", &self.lease())
             .finish()
+    }
+}
+
+/// Aborts the keep-alive and waits until it has stopped.
+///
+/// NOTE: after this, the lease in the [`Registration`] is final: the task
+/// stores a new lease right after etcd grants it, with no await in between,
+/// so an abort either comes before the grant's answer was read (that lease
+/// holds no key and runs out by itself) or after it was stored (and is
+/// revoked by the caller).
+async fn stop(task: tokio::task::JoinHandle<()>) {
+    task.abort();
+    let _ = task.await;
+}
+
+/// Keeps `key` registered: renews `lease` every `ttl / 3` and, when etcd
+/// says the lease is gone, grants a new one and puts `value` again.
+async fn keep_registered(
+    inner: Arc<Inner>,
+    key: String,
+    value: Vec<u8>,
+    ttl_secs: u64,
+    lease: Arc<AtomicI64>,
+) {
+    let period = Duration::from_secs(ttl_secs / 3).max(Duration::from_millis(500));
+    // True while the current lease holds no key: a new lease was granted
+    // and the put that follows it has not succeeded yet.
+    let mut key_missing = false;
+    loop {
+        tokio::time::sleep(period).await;
+        match keep_alive(&inner, lease.load(Ordering::Acquire)).await {
+            Ok(LeaseState::Alive) if !key_missing => continue,
+            Ok(LeaseState::Alive) => {} // the last put failed: put again
+            Ok(LeaseState::Expired) => match grant(&inner, ttl_secs).await {
+                Ok(new) => lease.store(new, Ordering::Release),
+                Err(_) => continue, // etcd trouble: try again next period
+            },
+            // A failed keep-alive is retried next period; the lease
+            // outlives a couple of failures by construction (ttl / 3).
+            Err(_) => continue,
+        }
+        key_missing = put(&inner, &key, &value, lease.load(Ordering::Acquire))
+            .await
+            .is_err();
+    }
+}
+
+/// What etcd said about a lease.
+#[derive(Debug, PartialEq, Eq)]
+enum LeaseState {
+    Alive,
+    /// Expired or revoked: it can never be renewed, and its keys are gone.
+    Expired,
+}
+
+async fn grant(inner: &Inner, ttl_secs: u64) -> Result<i64, BoxError> {
+    let grant: LeaseGrant = call(inner, "/v3/lease/grant", json!({ "TTL": ttl_secs })).await?;
+    Ok(grant.id)
+}
+
+async fn put(inner: &Inner, key: &str, value: &[u8], lease: i64) -> Result<(), BoxError> {
+    call::<serde_json::Value>(
+        inner,
+        "/v3/kv/put",
+        json!({ "key": B64.encode(key), "value": B64.encode(value), "lease": lease }),
+    )
+    .await
+    .map(drop)
+}
+
+async fn keep_alive(inner: &Inner, lease: i64) -> Result<LeaseState, BoxError> {
+    let answer: KeepAliveMessage =
+        call(inner, "/v3/lease/keepalive", json!({ "ID": lease })).await?;
+    lease_state(answer)
+}
+
+/// etcd answers a keep-alive of an unknown lease with a TTL of 0, which its
+/// JSON leaves out: `{"result": {"header": {…}, "ID": "…"}}`.
+fn lease_state(answer: KeepAliveMessage) -> Result<LeaseState, BoxError> {
+    match answer {
+        KeepAliveMessage {
+            result: Some(result),
+            ..
+        } if result.ttl > 0 => Ok(LeaseState::Alive),
+        KeepAliveMessage {
+            result: Some(_), ..
+        } => Ok(LeaseState::Expired),
+        KeepAliveMessage { error, .. } => {
+            Err(format!("etcd keep-alive failed: {}", error.unwrap_or_default()).into())
+        }
     }
 }
 
@@ -305,6 +481,19 @@ struct LeaseGrant {
     id: i64,
 }
 
+#[derive(Deserialize)]
+struct KeepAliveMessage {
+    result: Option<KeepAliveResult>,
+    error: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct KeepAliveResult {
+    /// Absent (zero) when the lease is gone.
+    #[serde(rename = "TTL", default, deserialize_with = "int")]
+    ttl: i64,
+}
+
 #[derive(Deserialize, Default)]
 struct Header {
     #[serde(default, deserialize_with = "int")]
@@ -369,17 +558,70 @@ fn instance(kv: &KeyValue) -> Option<(String, Instance)> {
     Some((key, serde_json::from_value(value).ok()?))
 }
 
+// ===== the watch =====
+
+/// Splits a byte stream into `\n`-terminated lines of at most `max` bytes,
+/// however the stream is cut into chunks.
+struct Lines {
+    /// The start of a line whose end has not arrived yet.
+    partial: Vec<u8>,
+    max: usize,
+}
+
+/// A line grew past [`Lines`]' limit.
+#[derive(Debug, PartialEq, Eq)]
+struct LineTooLong;
+
+impl Lines {
+    fn new(max: usize) -> Self {
+        Lines {
+            partial: Vec::new(),
+            max,
+        }
+    }
+
+    /// The lines `chunk` completes, without their `\n`. Holds at most `max`
+    /// bytes between calls.
+    ///
+    /// # Errors
+    /// [`LineTooLong`] when a line (complete or not) exceeds `max` bytes;
+    /// the stream cannot be trusted after that.
+    fn push(&mut self, chunk: &[u8]) -> Result<Vec<Vec<u8>>, LineTooLong> {
+        let mut lines = Vec::new();
+        let mut rest = chunk;
+        while let Some(newline) = rest.iter().position(|b| *b == b'\n') {
+            let (end, after) = rest.split_at(newline);
+            if self.partial.len().saturating_add(end.len()) > self.max {
+                return Err(LineTooLong);
+            }
+            let mut line = std::mem::take(&mut self.partial);
+            line.extend_from_slice(end);
+            lines.push(line);
+            rest = after.get(1..).unwrap_or_default();
+        }
+        if self.partial.len().saturating_add(rest.len()) > self.max {
+            return Err(LineTooLong);
+        }
+        self.partial.extend_from_slice(rest);
+        Ok(lines)
+    }
+}
+
 /// Keeps `sender` up to date with the instances under `prefix`, until every
 /// subscriber is gone.
+///
+/// NOTE: every wait here is raced against the subscribers going away
+/// ([`until_unsubscribed`]), so dropping the last one ends the task at once
+/// and closes its watch connection.
 async fn follow(inner: Arc<Inner>, prefix: String, sender: watch::Sender<Option<Instances>>) {
     const FIRST: Duration = Duration::from_millis(100);
     let mut backoff = FIRST;
     let mut turn = 0usize;
     loop {
         let endpoint = &inner.endpoints[turn % inner.endpoints.len()];
-        let synced = tokio::select! {
-            synced = sync_and_watch(&inner.http, endpoint, &prefix, &sender) => synced,
-            () = sender.closed() => return,
+        let watch = sync_and_watch(&inner, endpoint, &prefix, &sender);
+        let Some(synced) = until_unsubscribed(&sender, watch).await else {
+            return;
         };
         if synced {
             backoff = FIRST;
@@ -387,50 +629,73 @@ async fn follow(inner: Arc<Inner>, prefix: String, sender: watch::Sender<Option<
             turn += 1; // try the next endpoint
             answer_none_if_first(&sender);
         }
-        tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
-            () = sender.closed() => return,
+        if until_unsubscribed(&sender, tokio::time::sleep(backoff))
+            .await
+            .is_none()
+        {
+            return;
         }
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
 
 /// Reads the prefix, publishes it, then applies watch events until the
-/// stream ends. `true` if the read succeeded. Errors end the stream; the
-/// last set stays published.
+/// stream ends, breaks or stays silent for the idle timeout. `true` if the
+/// read succeeded. Errors end the stream; the last set stays published.
 async fn sync_and_watch(
-    http: &reqwest::Client,
+    inner: &Inner,
     endpoint: &str,
     prefix: &str,
     sender: &watch::Sender<Option<Instances>>,
 ) -> bool {
+    let http = &inner.http;
+    let idle = inner.watch_idle_timeout;
     let end = range_end(prefix);
     let range = json!({ "key": B64.encode(prefix), "range_end": B64.encode(&end) });
     let Ok(read) = post::<RangeResponse>(http, endpoint, "/v3/kv/range", &range).await else {
         return false;
     };
     let mut known: BTreeMap<String, Instance> = read.kvs.iter().filter_map(instance).collect();
+    // Publishes only a change: a reconnect that reads the same set again
+    // does not wake the subscribers.
     let publish = |known: &BTreeMap<String, Instance>| {
-        sender.send_replace(Some(known.values().cloned().collect::<Vec<_>>().into()));
+        let now: Instances = known.values().cloned().collect::<Vec<_>>().into();
+        sender.send_if_modified(|set| {
+            let changed = set.as_deref() != Some(&*now);
+            if changed {
+                *set = Some(now);
+            }
+            changed
+        });
     };
     publish(&known);
     let watch = json!({ "create_request": {
         "key": B64.encode(prefix),
         "range_end": B64.encode(&end),
         "start_revision": read.header.revision + 1,
+        "progress_notify": true,
     }});
     let request = http
         .post(format!("{endpoint}/v3/watch"))
         .header(http::header::CONTENT_TYPE, "application/json")
         .body(watch.to_string());
-    let Ok(mut stream) = request.send().await else {
+    let Ok(Ok(mut stream)) = tokio::time::timeout(idle, request.send()).await else {
         return true;
     };
-    let mut buffer: Vec<u8> = Vec::new();
-    while let Ok(Some(chunk)) = stream.chunk().await {
-        buffer.extend_from_slice(&chunk);
-        while let Some(newline) = buffer.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = buffer.drain(..=newline).collect();
+    if !stream.status().is_success() {
+        return true;
+    }
+    let mut lines = Lines::new(MAX_WATCH_LINE);
+    loop {
+        // Silence for `idle` (a frozen etcd, a half-open connection), the
+        // end of the stream and a read error all end the watch alike.
+        let Ok(Ok(Some(chunk))) = tokio::time::timeout(idle, stream.chunk()).await else {
+            return true;
+        };
+        let Ok(complete) = lines.push(&chunk) else {
+            return true; // an endless line: not etcd talking
+        };
+        for line in complete {
             let Ok(message) = serde_json::from_slice::<WatchMessage>(&line) else {
                 continue;
             };
@@ -464,7 +729,6 @@ async fn sync_and_watch(
             }
         }
     }
-    true
 }
 
 #[cfg(test)]
@@ -487,5 +751,80 @@ mod tests {
             value: B64.encode("not json"),
         };
         assert!(instance(&junk).is_none());
+    }
+
+    fn strings(lines: Vec<Vec<u8>>) -> Vec<String> {
+        lines
+            .into_iter()
+            .map(|l| String::from_utf8_lossy(&l).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn lines_split_across_chunks_and_several_in_one() {
+        let mut lines = Lines::new(64);
+        // A line cut in three, then two lines and the start of a third in
+        // one chunk: chunk boundaries never show in the lines.
+        assert_eq!(lines.push(b"{\"a\"").map(strings), Ok(vec![]));
+        assert_eq!(lines.push(b":1").map(strings), Ok(vec![]));
+        assert_eq!(
+            lines.push(b"}\n").map(strings),
+            Ok(vec![r#"{"a":1}"#.into()])
+        );
+        assert_eq!(
+            lines.push(b"one\ntwo\nthr").map(strings),
+            Ok(vec!["one".into(), "two".into()])
+        );
+        assert_eq!(
+            lines.push(b"ee\n\n").map(strings),
+            Ok(vec!["three".into(), "".into()])
+        );
+        assert!(lines.partial.is_empty());
+    }
+
+    #[test]
+    fn a_line_longer_than_the_limit_breaks_the_stream() {
+        // Exactly the limit is fine, complete or still open.
+        let mut lines = Lines::new(4);
+        assert_eq!(
+            lines.push(b"abcd\nab").map(strings),
+            Ok(vec!["abcd".into()])
+        );
+        assert_eq!(lines.push(b"cd").map(strings), Ok(vec![]));
+        // One more byte of the open line is one too many: the buffer never
+        // holds more than the limit.
+        assert_eq!(lines.push(b"e"), Err(LineTooLong));
+        // A complete line over the limit in a single chunk, too.
+        assert_eq!(Lines::new(4).push(b"abcde\n"), Err(LineTooLong));
+        // An endless line in small chunks fails once it passes the limit.
+        let mut endless = Lines::new(1024);
+        let failed_at = (1..).find(|_| endless.push(&[b'x'; 100]).is_err());
+        assert_eq!(failed_at, Some(11));
+        assert!(endless.partial.len() <= 1024);
+    }
+
+    #[test]
+    fn a_keep_alive_answer_without_ttl_means_the_lease_is_gone() {
+        let parse = |s: &str| {
+            let message: KeepAliveMessage =
+                serde_json::from_str(s).unwrap_or_else(|e| panic!("{s}: {e}"));
+            lease_state(message).map_err(|e| e.to_string())
+        };
+        // Answers as etcd 3.4's JSON gateway gives them.
+        let header =
+            r#""header":{"cluster_id":"1","member_id":"2","revision":"1","raft_term":"2"}"#;
+        assert_eq!(
+            parse(&format!(r#"{{"result":{{{header},"ID":"7","TTL":"5"}}}}"#)),
+            Ok(LeaseState::Alive)
+        );
+        assert_eq!(
+            parse(&format!(r#"{{"result":{{{header},"ID":"7"}}}}"#)),
+            Ok(LeaseState::Expired)
+        );
+        assert_eq!(
+            parse(&format!(r#"{{"result":{{{header},"ID":"7","TTL":"0"}}}}"#)),
+            Ok(LeaseState::Expired)
+        );
+        assert!(parse(r#"{"error":{"grpc_code":14,"message":"unavailable"}}"#).is_err());
     }
 }

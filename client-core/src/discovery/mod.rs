@@ -114,6 +114,11 @@ impl<D: Discovery + ?Sized> Discovery for Arc<D> {
 /// The subscriptions of a discovery that follows its source on a task per
 /// service (DNS, etcd): the first subscriber of a service starts the task,
 /// later ones share its channel, and the task ends when all are gone.
+///
+/// NOTE: the map holds the channel's sender, never a receiver, so
+/// `sender.closed()` in the task resolves when the last subscriber is
+/// dropped; the task must race each of its waits against it
+/// ([`until_unsubscribed`]) so that it ends then and not at its next turn.
 #[cfg_attr(not(any(feature = "dns", feature = "etcd")), allow(dead_code))]
 #[derive(Default)]
 pub(crate) struct Followers {
@@ -141,6 +146,20 @@ impl Followers {
             runtime.spawn(follow(sender));
         }
         receiver
+    }
+}
+
+/// Runs `work` unless every subscriber of `sender` is gone first: `None`
+/// then, and `work` is dropped (closing whatever connection it held).
+#[cfg_attr(not(any(feature = "dns", feature = "etcd")), allow(dead_code))]
+pub(crate) async fn until_unsubscribed<T>(
+    sender: &watch::Sender<Option<Instances>>,
+    work: impl Future<Output = T>,
+) -> Option<T> {
+    tokio::select! {
+        biased;
+        () = sender.closed() => None,
+        done = work => Some(done),
     }
 }
 
