@@ -190,6 +190,14 @@
 //! `<Trait>Client::builder()` returns a [`ClientBuilder`]; see it for every
 //! setting. A client is cheap to clone, and clones share one connection pool.
 //!
+//! ## Testing against faults
+//!
+//! With the feature `testing`, `courier::testing::FaultServer` is a loopback
+//! HTTP server, run inside the test's own runtime, that fails on purpose as
+//! scripted (a hung service, a reset halfway through a body, a trickle, an
+//! endless body, …) and counts the requests and connections it saw: a test
+//! of a client's resilience asserts its attempts and errors in numbers.
+//!
 //! ## Errors
 //!
 //! Every failure is one [`Error`]: its [`kind`](Error::kind), the
@@ -209,6 +217,9 @@ pub use courier_core::{
     StaticDiscovery, balance, builder, codec, config, discovery, interceptor, observe, policy,
     request,
 };
+
+#[cfg(feature = "testing")]
+pub use courier_core::testing;
 
 /// Turns an annotated trait into a typed HTTP client `<Trait>Client`.
 ///

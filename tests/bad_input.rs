@@ -171,15 +171,13 @@ async fn the_url_attribute_is_the_default_base_url_and_the_builder_wins() {
     assert_eq!(received(&server).await, 1);
 }
 
+#[cfg(feature = "testing")] // the fault server; CI tests with all features
 #[tokio::test]
 async fn a_closed_port_is_a_connect_error() {
-    // Bind, learn the port, close: nothing listens there now.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").port()
-    };
+    // A port held but not listening: nothing can answer there.
+    let down = courier::testing::FaultServer::refusing().expect("bind");
     let c = FilesClient::builder()
-        .base_url(format!("http://127.0.0.1:{port}"))
+        .base_url(down.url())
         .build()
         .expect("valid");
     let err = c.get("x").await.expect_err("nobody listens");

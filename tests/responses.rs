@@ -322,53 +322,26 @@ async fn a_body_over_the_limit_is_an_error_not_an_allocation() {
     assert_eq!(c.get(2).await.ok().map(|u| u.id), Some(2));
 }
 
-/// A server that streams a chunked body forever (bounded by `max_bytes`),
-/// so only a reader that stops early can finish.
-async fn endless_chunked_server(max_bytes: usize) -> (String, tokio::task::JoinHandle<usize>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let handle = tokio::spawn(async move {
-        let Ok((mut sock, _)) = listener.accept().await else {
-            return 0;
-        };
-        let mut buf = [0u8; 4096];
-        let _ = sock.read(&mut buf).await;
-        let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
-        if sock.write_all(head.as_bytes()).await.is_err() {
-            return 0;
-        }
-        let chunk = vec![b' '; 16 * 1024];
-        let mut sent = 0;
-        while sent < max_bytes {
-            let frame = format!("{:x}\r\n", chunk.len());
-            if sock.write_all(frame.as_bytes()).await.is_err()
-                || sock.write_all(&chunk).await.is_err()
-                || sock.write_all(b"\r\n").await.is_err()
-            {
-                break;
-            }
-            sent += chunk.len();
-        }
-        sent
-    });
-    (format!("http://{addr}"), handle)
-}
-
+#[cfg(feature = "testing")] // the fault server; CI tests with all features
 #[tokio::test]
 async fn a_streamed_body_is_cut_off_at_the_limit() {
-    // 256 MiB offered; the client must stop after about 1 MiB.
-    let (url, server) = endless_chunked_server(256 * 1024 * 1024).await;
+    use courier::testing::{Fault, FaultServer};
+    // 256 MiB offered as a chunked stream; the client must stop after
+    // about 1 MiB.
+    let server = FaultServer::start().await.expect("bind");
+    server.set(Fault::json("").oversized_body(256 * 1024 * 1024).chunked());
     let c = UsersClient::builder()
-        .base_url(url)
+        .base_url(server.url())
         .max_response_bytes(1024 * 1024)
         .build()
         .expect("valid");
     let err = c.get(1).await.expect_err("over the limit");
     assert_eq!(err.kind(), ErrorKind::Body, "{err}");
     drop(c);
-    let sent = server.await.unwrap_or(usize::MAX);
+    // The server writes until the client hangs up.
+    tokio::time::timeout(std::time::Duration::from_secs(10), server.wait_until_idle())
+        .await
+        .expect("the client hung up");
+    let sent = server.bytes_sent();
     assert!(sent < 64 * 1024 * 1024, "server sent {sent} bytes");
 }

@@ -20,6 +20,8 @@
 //! - [`balance`] – picking an instance; outlier ejection.
 //! - [`observe`] – events.
 //! - [`interceptor`] – hooks on every outgoing request.
+//! - `testing` – a loopback server that fails on purpose (feature
+//!   `testing`).
 //! - `error` – `Error` and `ErrorKind`.
 
 // Library code never unwraps: input and the network must not panic it.
@@ -39,6 +41,8 @@ pub mod policy;
 pub mod request;
 pub mod spec;
 mod sync;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod url;
 
 pub use balance::{Balance, OutlierEjection};
