@@ -43,9 +43,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use courier::__private::CircuitBreaker;
 use courier::__private::ClientSpec;
 use courier::policy::CircuitPolicy;
-use courier::policy::circuit::CircuitBreaker;
 use courier::policy::classify::Outcome;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
@@ -743,7 +743,7 @@ fn main() {
             .into_iter()
             .flat_map(|n| [(n, courier::Balance::PeakEwma), (n, courier::Balance::RoundRobin)])
         {
-            let balancer = courier::balance::Balancer::new("bench", kind, Default::default());
+            let balancer = courier::__private::Balancer::new("bench", kind, Default::default());
             let instances: Vec<courier::Instance> = (0..n)
                 .map(|i| courier::Instance::new(format!("i{i}"), format!("http://10.0.{}.{}:80", i / 250, i % 250)))
                 .collect();

@@ -212,10 +212,10 @@
 #![forbid(unsafe_code)]
 
 pub use courier_core::{
-    Balance, BoxError, CircuitState, ClientBuilder, Config, Discovery, Error, ErrorKind, Event,
-    Inspect, Instance, Interceptor, MethodPolicy, Outgoing, OutlierEjection, Response,
-    StaticDiscovery, balance, builder, codec, config, discovery, interceptor, observe, policy,
-    request,
+    AsyncInterceptor, Balance, BoxError, CircuitState, ClientBuilder, ClientSnapshot, Config,
+    Discovery, Error, ErrorKind, Event, Inspect, Instance, Interceptor, MethodPolicy, Outgoing,
+    OutlierEjection, Redirects, Response, StaticDiscovery, balance, builder, codec, config,
+    discovery, inspect, interceptor, observe, policy, request, spec, transport,
 };
 
 #[cfg(feature = "testing")]
@@ -226,9 +226,10 @@ pub use courier_core::testing;
 /// See the [crate documentation](crate) for the attributes.
 pub use courier_macros::client;
 
-/// Re-exported for writing your own implementations of a client trait:
-/// `#[courier::async_trait] impl Users for FakeUsers { … }`.
-pub use async_trait::async_trait;
+/// Re-exported for writing your own implementations of a client trait
+/// (`#[courier::async_trait] impl Users for FakeUsers { … }`) and of
+/// [`AsyncInterceptor`].
+pub use courier_core::async_trait;
 
 /// The README's examples, compiled as doctests so they cannot rot.
 #[cfg(doctest)]
@@ -238,6 +239,6 @@ struct ReadmeDoctests;
 /// What generated code uses. Not public API: it changes without notice.
 #[doc(hidden)]
 pub mod __private {
-    pub use async_trait::async_trait;
     pub use courier_core::__private::*;
+    pub use courier_core::async_trait;
 }

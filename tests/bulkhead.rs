@@ -7,6 +7,9 @@ use courier::{Error, client};
 use wiremock::matchers::path;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+mod support;
+use support::received;
+
 #[client(name = "reports")]
 #[retry(disabled)]
 #[circuit_breaker(disabled)]
@@ -21,6 +24,11 @@ trait Reports {
 
     #[get("/report")]
     async fn unlimited(&self) -> Result<String, Error>;
+
+    #[get("/report")]
+    #[bulkhead(max_concurrent = 1, max_wait = "5s")]
+    #[circuit_breaker(window = 2, min_calls = 2, slow_call = "500ms", slow_call_rate = 50)]
+    async fn queued(&self) -> Result<String, Error>;
 }
 
 async fn slow_server(delay: Duration) -> MockServer {
@@ -41,10 +49,6 @@ fn client(server: &MockServer) -> ReportsClient {
         .base_url(server.uri())
         .build()
         .expect("valid")
-}
-
-async fn received(server: &MockServer) -> usize {
-    server.received_requests().await.map_or(0, |r| r.len())
 }
 
 #[tokio::test]
@@ -115,4 +119,31 @@ async fn cancelled_calls_release_their_slots() {
         "let through, then cut by the test"
     );
     assert_eq!(received(&server).await, 6);
+}
+
+/// The defect: the breaker's slow-call clock started before the wait for a
+/// bulkhead slot, so local queueing counted as the dependency's slowness and
+/// could open the breaker. Two calls through a bulkhead of one, each
+/// answered in 300 ms: the second waits 300 ms for the slot, yet neither is
+/// slow (500 ms), and the breaker stays closed.
+#[tokio::test]
+async fn time_spent_waiting_for_a_slot_is_not_a_slow_call() {
+    let server = slow_server(Duration::from_millis(300)).await;
+    let c = client(&server);
+    let start = Instant::now();
+    let results = futures::future::join_all((0..2).map(|_| c.queued())).await;
+    assert!(results.iter().all(Result::is_ok));
+    assert!(
+        start.elapsed() >= Duration::from_millis(550),
+        "the second queued"
+    );
+    let snapshot = courier::Inspect::snapshot(&c);
+    let queued = snapshot
+        .methods
+        .iter()
+        .find(|m| m.name == "queued")
+        .and_then(|m| m.circuit)
+        .expect("a breaker");
+    assert_eq!((queued.calls, queued.slow), (2, 0), "{queued:?}");
+    assert_eq!(queued.state, courier::CircuitState::Closed);
 }

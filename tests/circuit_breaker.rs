@@ -9,6 +9,9 @@ use courier::{CircuitState, Error, Event, Inspect, client};
 use wiremock::matchers::path;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+mod support;
+use support::received;
+
 #[client(name = "stock")]
 #[retry(disabled)]
 #[circuit_breaker(
@@ -49,10 +52,6 @@ fn client(server: &MockServer) -> (StockClient, Transitions) {
         .build()
         .expect("valid");
     (c, seen)
-}
-
-async fn received(server: &MockServer) -> usize {
-    server.received_requests().await.map_or(0, |r| r.len())
 }
 
 /// `status` for the first `n` requests, then 200 after `delay`.

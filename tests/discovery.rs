@@ -6,6 +6,9 @@ use courier::{Balance, Error, Inspect, Instance, OutlierEjection, StaticDiscover
 use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+mod support;
+use support::{healthy, received as count};
+
 #[client(name = "catalog")]
 #[circuit_breaker(disabled)]
 #[retry(backoff = "1ms..2ms")]
@@ -31,14 +34,6 @@ async fn instance(template: ResponseTemplate) -> MockServer {
         .mount(&server)
         .await;
     server
-}
-
-async fn healthy(name: &str) -> MockServer {
-    instance(ResponseTemplate::new(200).set_body_string(name)).await
-}
-
-async fn count(server: &MockServer) -> usize {
-    server.received_requests().await.map_or(0, |r| r.len())
 }
 
 fn discovery(servers: &[(&str, &MockServer)]) -> StaticDiscovery {
@@ -107,8 +102,12 @@ async fn retries_go_elsewhere_and_a_failing_instance_is_ejected_until_its_time_i
         assert_ne!(answer, "bad");
     }
     assert_eq!(count(&bad).await, 5, "ejected after 5 consecutive failures");
-    let balancer = client.balancer().expect("a discovery client");
-    assert!(balancer.is_ejected("bad"));
+    let instances = client.instances().expect("a discovery client");
+    assert!(
+        instances
+            .iter()
+            .any(|i| i.id == "bad" && i.ejected && i.ejections == 1)
+    );
     for id in 0..30 {
         client.item(id).await.expect("healthy ones");
     }
@@ -175,6 +174,7 @@ async fn no_instances_fails_at_once_and_the_fallback_answers() {
     let start = Instant::now();
     let err = plain.item(1).await.expect_err("nothing to call");
     assert!(err.is_no_instances(), "{err}");
+    assert_eq!(err.attempts(), 0, "nothing was sent");
     assert!(start.elapsed() < Duration::from_millis(500));
     let with_fallback = CatalogClient::builder()
         .discovery(d)

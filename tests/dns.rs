@@ -35,11 +35,10 @@ async fn localhost_with_a_port_resolves_to_the_running_instance() {
     // The first call waits for the first lookup (within its deadline).
     assert_eq!(client.stock("sku-1").await.ok().as_deref(), Some("42"));
     let ids: Vec<String> = client
-        .balancer()
+        .instances()
         .expect("a discovery client")
-        .endpoints()
-        .iter()
-        .map(|e| e.instance().id.clone())
+        .into_iter()
+        .map(|i| i.id)
         .collect();
     assert_eq!(ids, [format!("127.0.0.1:{port}")]);
 }

@@ -19,6 +19,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+mod support;
+use support::received as count;
+
 #[client(name = "orders")]
 #[circuit_breaker(disabled)]
 #[retry(backoff = "1ms..2ms")]
@@ -301,19 +304,15 @@ async fn lease_of(etcd: &Etcd, key: &str) -> Option<i64> {
         .or_else(|| lease.as_i64())
 }
 
-async fn count(server: &MockServer) -> usize {
-    server.received_requests().await.map_or(0, |r| r.len())
-}
-
 /// Waits (up to 15 s) until the client's balancer holds exactly `ids`.
 async fn until_instances(client: &OrdersClient, ids: &[&str]) {
-    let balancer = client.balancer().expect("a discovery client");
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let mut now: Vec<String> = balancer
-            .endpoints()
-            .iter()
-            .map(|e| e.instance().id.clone())
+        let mut now: Vec<String> = client
+            .instances()
+            .expect("a discovery client")
+            .into_iter()
+            .map(|i| i.id)
             .collect();
         now.sort();
         if now == ids {

@@ -424,7 +424,6 @@ async fn dropping_the_server_ends_its_connections() {
 // ===== after the status-first classification fix =====
 
 #[tokio::test]
-#[ignore = "needs the status-first classification fix"]
 async fn a_5xx_with_an_oversized_body_is_a_status_error() {
     // The status says what happened; the body is only its detail, so a
     // 503 with a huge body is a 503 (retried, fallback-eligible), not a
@@ -442,7 +441,6 @@ async fn a_5xx_with_an_oversized_body_is_a_status_error() {
 }
 
 #[tokio::test]
-#[ignore = "needs the status-first classification fix"]
 async fn a_body_broken_off_midway_gets_the_fallback() {
     // A response that breaks off is the dependency failing, as a reset
     // before the headers is: the fallback answers both.

@@ -10,6 +10,9 @@ use courier::{Error, ErrorKind, Inspect, client};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+mod support;
+use support::{fail_then_ok, received};
+
 #[client(name = "orders")]
 #[retry(backoff = "10ms..20ms")]
 #[circuit_breaker(disabled)]
@@ -51,25 +54,6 @@ fn client(server: &MockServer) -> OrdersClient {
         .base_url(server.uri())
         .build()
         .expect("valid")
-}
-
-async fn received(server: &MockServer) -> usize {
-    server.received_requests().await.map_or(0, |r| r.len())
-}
-
-/// `status` for the first `n` requests to `route`, then 200 "ok".
-async fn fail_then_ok(server: &MockServer, route: &str, status: u16, n: u64) {
-    Mock::given(path(route))
-        .respond_with(ResponseTemplate::new(status))
-        .up_to_n_times(n)
-        .with_priority(1)
-        .mount(server)
-        .await;
-    Mock::given(path(route))
-        .respond_with(ResponseTemplate::new(200).set_body_string("ok"))
-        .with_priority(2)
-        .mount(server)
-        .await;
 }
 
 #[tokio::test]
@@ -188,6 +172,32 @@ async fn retry_after_beyond_the_deadline_fails_at_once() {
     assert!(!err.is_timeout(), "ends with the 429, not a timeout");
     assert!(start.elapsed() < Duration::from_millis(250), "did not wait");
     assert_eq!(received(&server).await, 1);
+}
+
+/// The defect: `Retry-After: 9999999999999999999` on a 503 panicked the
+/// caller's task ("overflow when adding duration to instant"). Whatever a
+/// server sends, the call ends with its status, at once.
+#[tokio::test]
+async fn an_absurd_retry_after_ends_the_call_without_a_panic() {
+    for value in [
+        "9999999999999999999",
+        "18446744073709551615",
+        "99999999999999999999999",
+    ] {
+        let server = MockServer::start().await;
+        Mock::given(path("/limited"))
+            .respond_with(ResponseTemplate::new(503).insert_header("retry-after", value))
+            .mount(&server)
+            .await;
+        let c = client(&server);
+        let start = Instant::now();
+        // On its own task, so a panic would show as a JoinError.
+        let answer = tokio::spawn(async move { c.limited_long().await }).await;
+        let err = answer.expect("no panic").expect_err("503");
+        assert_eq!(err.status().map(|s| s.as_u16()), Some(503), "{value}");
+        assert!(start.elapsed() < Duration::from_millis(500), "did not wait");
+        assert_eq!(received(&server).await, 1, "{value}");
+    }
 }
 
 #[tokio::test]

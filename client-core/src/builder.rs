@@ -1,7 +1,8 @@
-//! [`ClientBuilder`]: where a generated client gets its base URL, its HTTP
-//! client, its default headers and interceptors, its config overrides, retry
-//! budget, fallback and event callback. `build()` resolves every method's
-//! policy once (see [`crate::policy`]).
+//! [`ClientBuilder`]: where a generated client gets its target (a base URL
+//! or a discovery), its transport (reqwest, tower layers, redirects, the
+//! size limit), its default headers and interceptors, its config overrides,
+//! retry budget, fallback and event callback. `build()` resolves every
+//! method's policy once (see [`crate::policy`]).
 //!
 //! As in `reqwest::ClientBuilder`, a setter that receives a bad value records
 //! the problem and [`build`](ClientBuilder::build) returns it, so setter
@@ -15,11 +16,14 @@ use std::time::Duration;
 use http::HeaderMap;
 use http::header::HeaderName;
 
+use bytes::Bytes;
+
+use crate::BoxError;
 use crate::balance::{Balance, Balancer, OutlierEjection};
-use crate::call::{ClientSpec, IntoFallback, MethodRuntime, Runtime, Shared, Target};
+use crate::client::{ClientSpec, IntoFallback, MethodRuntime, Runtime, Shared, Target};
 use crate::config::{ClientConfig, Config};
 use crate::discovery::Discovery;
-use crate::interceptor::Interceptor;
+use crate::interceptor::{AsyncInterceptor, Hook, Interceptor};
 use crate::observe::{Event, EventSink};
 use crate::policy::budget::RetryBudget;
 use crate::policy::bulkhead::Bulkhead;
@@ -28,6 +32,7 @@ use crate::policy::fallback::Fallback;
 use crate::policy::{MethodPolicy, defaults};
 use crate::request::header_value;
 use crate::spec::{Overrides, method_of};
+use crate::transport::{self, HttpRequest, HttpService, Redirects, ReqwestService, Transport};
 use crate::url::normalize_base_url;
 use crate::{Error, ErrorKind};
 
@@ -61,7 +66,9 @@ pub struct ClientBuilder<C: ClientSpec> {
     default_headers: HeaderMap,
     connect_timeout: Option<Duration>,
     max_response_bytes: usize,
-    interceptors: Vec<Arc<dyn Interceptor>>,
+    interceptors: Vec<Hook>,
+    layers: Vec<Box<dyn FnOnce(HttpService) -> HttpService + Send>>,
+    redirects: Redirects,
     config: Option<(String, ClientConfig)>,
     budget: Option<(f32, u32)>,
     fallback: Option<Fallback<C::Api>>,
@@ -90,6 +97,8 @@ impl<C: ClientSpec> ClientBuilder<C> {
             connect_timeout: None,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             interceptors: Vec::new(),
+            layers: Vec::new(),
+            redirects: Redirects::default(),
             config: None,
             budget: Some((defaults::BUDGET_RATIO, defaults::BUDGET_MIN_PER_SEC)),
             fallback: None,
@@ -124,10 +133,13 @@ impl<C: ClientSpec> ClientBuilder<C> {
 
     /// The reqwest client to send with, e.g. one shared by several courier
     /// clients, or with TLS roots or a proxy of your own. Its connection pool
-    /// is shared by every clone of the built client.
+    /// is shared by every clone of the built client. Build it with
+    /// `redirect(reqwest::redirect::Policy::none())`, so that courier's
+    /// [`redirects`](Self::redirects) policy decides (otherwise reqwest
+    /// follows redirects before courier sees them).
     ///
-    /// Default is a new reqwest client with courier's connect timeout and no
-    /// user agent. Creating one costs milliseconds (mostly loading TLS
+    /// Default is a new reqwest client with courier's connect timeout, no
+    /// user agent, no redirects of its own and no `Referer`. Creating one costs milliseconds (mostly loading TLS
     /// roots), so a program that builds many courier clients can pass one
     /// shared reqwest client here. (Not shared by default: a reqwest client
     /// must not be used from two tokio runtimes.)
@@ -182,11 +194,74 @@ impl<C: ClientSpec> ClientBuilder<C> {
     }
 
     /// Adds a hook that sees, and may change, every outgoing request (once
-    /// per attempt). Interceptors run in the order they were added.
+    /// per attempt, after the instance is picked). Interceptors of both
+    /// kinds run in the order they were added.
     ///
     /// Default is none.
     pub fn interceptor(mut self, interceptor: impl Interceptor) -> Self {
-        self.interceptors.push(Arc::new(interceptor));
+        self.interceptors.push(Hook::Sync(Arc::new(interceptor)));
+        self
+    }
+
+    /// Adds a hook that may await (fetch a token, a signing key), run like
+    /// [`interceptor`](Self::interceptor)s and in one order with them. The
+    /// call's deadline cuts it like any other wait.
+    ///
+    /// Default is none.
+    pub fn async_interceptor(mut self, interceptor: impl AsyncInterceptor) -> Self {
+        self.interceptors.push(Hook::Async(Arc::new(interceptor)));
+        self
+    }
+
+    /// Adds a tower layer around the transport: it sees every attempt's
+    /// `http::Request<courier::transport::Body>` (retries and hedges
+    /// included) and its response, like tower-http's `SetRequestHeaderLayer`,
+    /// `DecompressionLayer` or `TraceLayer`, or a layer of your own. Layers
+    /// apply in the order added: the first added is the outermost (as in
+    /// `tower::ServiceBuilder`). The response body may change type (a
+    /// decompressed body, say); the size limit applies to what the layers
+    /// hand back.
+    ///
+    /// With no layer, courier sends through reqwest directly and nothing is
+    /// boxed; with layers, the stack is boxed once and cloned per attempt.
+    ///
+    /// Default is none.
+    pub fn layer<L, S, B>(mut self, layer: L) -> Self
+    where
+        L: tower::Layer<HttpService, Service = S> + Send + 'static,
+        S: tower::Service<HttpRequest, Response = http::Response<B>>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Error: Into<BoxError>,
+        S::Future: Send + 'static,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        use http_body_util::BodyExt as _;
+        use tower::ServiceExt as _;
+        self.layers.push(Box::new(move |inner: HttpService| {
+            let service = layer
+                .layer(inner)
+                .map_response(|response: http::Response<B>| {
+                    response.map(|body| body.map_err(Into::into).boxed_unsync())
+                })
+                .map_err(Into::into);
+            HttpService::new(service)
+        }));
+        self
+    }
+
+    /// Which redirects are followed: [`Redirects::same_origin`]`(n)`,
+    /// [`Redirects::any`]`(n)` or [`Redirects::none`]. A redirect to
+    /// another origin is never given the caller's headers or a `Referer`;
+    /// one that is not followed ends the call as a `Status` error with the
+    /// 3xx. See [`crate::transport`].
+    ///
+    /// Default is [`Redirects::same_origin`]`(5)`.
+    pub fn redirects(mut self, redirects: Redirects) -> Self {
+        self.redirects = redirects;
         self
     }
 
@@ -402,13 +477,27 @@ impl<C: ClientSpec> ClientBuilder<C> {
             (Some(client), None) => client,
             (None, timeout) => new_http_client(timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT))?,
         };
+        let transport = match self.layers.is_empty() {
+            true => Transport::Reqwest(http),
+            false => {
+                // The first layer added is the outermost: wrap in reverse.
+                let mut service = HttpService::new(ReqwestService::new(http));
+                for layer in self.layers.into_iter().rev() {
+                    service = layer(service);
+                }
+                Transport::Layered(service)
+            }
+        };
         let shared = Shared {
-            service: def.name,
-            http,
             target,
-            default_headers: self.default_headers,
-            interceptors: self.interceptors.into_boxed_slice(),
-            max_response_bytes: self.max_response_bytes,
+            transport: transport::Settings {
+                service: def.name,
+                transport,
+                default_headers: self.default_headers,
+                hooks: self.interceptors.into_boxed_slice(),
+                max_response_bytes: self.max_response_bytes,
+                redirects: self.redirects,
+            },
             budget: self
                 .budget
                 .map(|(ratio, min)| RetryBudget::new(ratio, min, defaults::BUDGET_WINDOW)),
@@ -449,6 +538,10 @@ fn balancer(
 fn new_http_client(connect_timeout: Duration) -> Result<reqwest::Client, Error> {
     reqwest::Client::builder()
         .connect_timeout(connect_timeout)
+        // courier follows redirects itself (see `transport`), and never
+        // sends a Referer: it would carry the original query string.
+        .redirect(reqwest::redirect::Policy::none())
+        .referer(false)
         .build()
         .map_err(|e| Error::builder("could not create the HTTP client").with_source(e))
 }
@@ -461,6 +554,8 @@ impl<C: ClientSpec> fmt::Debug for ClientBuilder<C> {
             .field("connect_timeout", &self.connect_timeout)
             .field("max_response_bytes", &self.max_response_bytes)
             .field("interceptors", &self.interceptors.len())
+            .field("layers", &self.layers.len())
+            .field("redirects", &self.redirects)
             .field("config", &self.config.as_ref().map(|(source, _)| source))
             .field("retry_budget", &self.budget)
             .field("fallback", &self.fallback)

@@ -37,6 +37,15 @@ pub trait Decode: 'static {
     /// The `accept` header to send, if this decoder wants one.
     const ACCEPT: Option<&'static str> = None;
 
+    /// Whether it reads any body, whatever the status (`()`, `Bytes`,
+    /// `String`).
+    const ANY_BODY: bool = false;
+
+    /// Whether a redirect that is not followed is a value (a
+    /// `Response<()>` shows the 3xx and its `Location`) rather than an
+    /// error.
+    const REDIRECT_IS_VALUE: bool = false;
+
     /// Builds the value from a response whose status is a success (or a 404
     /// when [`Self::NOT_FOUND_IS_VALUE`]). `headers` may be taken.
     ///
@@ -73,6 +82,7 @@ pub struct Text;
 
 impl Decode for Text {
     type Output = String;
+    const ANY_BODY: bool = true;
 
     fn decode(_: StatusCode, _: &mut HeaderMap, body: &Bytes) -> Result<String, Error> {
         String::from_utf8(body.to_vec()).map_err(|e| {
@@ -86,6 +96,7 @@ pub struct RawBytes;
 
 impl Decode for RawBytes {
     type Output = Bytes;
+    const ANY_BODY: bool = true;
 
     fn decode(_: StatusCode, _: &mut HeaderMap, body: &Bytes) -> Result<Bytes, Error> {
         Ok(body.clone())
@@ -97,6 +108,7 @@ pub struct Unit;
 
 impl Decode for Unit {
     type Output = ();
+    const ANY_BODY: bool = true;
 
     fn decode(_: StatusCode, _: &mut HeaderMap, _: &Bytes) -> Result<(), Error> {
         Ok(())
@@ -130,6 +142,7 @@ impl<D: Decode> Decode for Resp<D> {
     type Output = Response<D::Output>;
     const NOT_FOUND_IS_VALUE: bool = D::NOT_FOUND_IS_VALUE;
     const ACCEPT: Option<&'static str> = D::ACCEPT;
+    const REDIRECT_IS_VALUE: bool = D::ANY_BODY;
 
     fn decode(
         status: StatusCode,

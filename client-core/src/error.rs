@@ -2,8 +2,10 @@
 //!
 //! Modelled on `reqwest::Error` and `hyper::Error`: an opaque
 //! [`Error`] that is one pointer wide (`Box<Inner>`), with a public
-//! [`ErrorKind`] and predicates (`is_timeout()`, `is_status()`, …) that search
-//! the cause chain. `Display` says what happened at this level, in lower case,
+//! [`ErrorKind`] and predicates (`is_timeout()`, `is_status()`, …). Every
+//! `is_*` predicate searches the cause chain: it is true if this error or
+//! any courier error among its causes has that kind (`is_timeout()` also
+//! recognises I/O and reqwest timeouts among the causes). `Display` says what happened at this level, in lower case,
 //! naming the service, the method, the HTTP verb and the URL path of the call
 //! (never the query string, a header value or any other secret); the cause is
 //! kept in [`std::error::Error::source`].
@@ -115,6 +117,9 @@ struct Inner {
     retry_after: Option<Duration>,
     /// The id of the instance the failing attempt went to (discovery).
     instance: Option<Box<str>>,
+    /// A body error because the body was over the limit (the service
+    /// answered in full), as opposed to a read that broke off.
+    too_large: bool,
 }
 
 /// Where a call error happened: filled in by the call pipeline.
@@ -141,6 +146,7 @@ impl Error {
                 budget_exhausted: false,
                 retry_after: None,
                 instance: None,
+                too_large: false,
             }),
         }
     }
@@ -190,6 +196,17 @@ impl Error {
             self.inner.instance = Some(id.into());
         }
         self
+    }
+
+    pub(crate) fn too_large(mut self) -> Self {
+        self.inner.too_large = true;
+        self
+    }
+
+    /// A body error because the body was longer than the limit (not a read
+    /// that broke off).
+    pub(crate) fn is_too_large(&self) -> bool {
+        self.inner.too_large
     }
 
     pub(crate) fn retry_after(&self) -> Option<Duration> {
@@ -259,7 +276,7 @@ impl Error {
 
     /// True if the service answered with an unsuccessful status.
     pub fn is_status(&self) -> bool {
-        self.inner.kind == ErrorKind::Status
+        self.chain_any(|e| e.kind() == ErrorKind::Status, |_| false)
     }
 
     /// True if the response body could not be decoded into the return type.
@@ -275,7 +292,12 @@ impl Error {
     /// True if the call's arguments could not form a valid request; nothing
     /// was sent.
     pub fn is_invalid_request(&self) -> bool {
-        self.inner.kind == ErrorKind::InvalidRequest
+        self.chain_any(|e| e.kind() == ErrorKind::InvalidRequest, |_| false)
+    }
+
+    /// True if an interceptor refused the request (nothing was sent).
+    pub fn is_interceptor(&self) -> bool {
+        self.chain_any(|e| e.kind() == ErrorKind::Interceptor, |_| false)
     }
 
     /// True if the method's circuit breaker was open, so the call failed
@@ -292,7 +314,7 @@ impl Error {
 
     /// True if service discovery knew no instance to call.
     pub fn is_no_instances(&self) -> bool {
-        self.inner.kind == ErrorKind::NoInstances
+        self.chain_any(|e| e.kind() == ErrorKind::NoInstances, |_| false)
     }
 
     /// True if the method's bulkhead was full.
@@ -301,20 +323,24 @@ impl Error {
     }
 
     /// True if the call stopped retrying because the client's retry budget
-    /// was spent; the error is otherwise the last attempt's.
+    /// was spent; the error is otherwise the last attempt's. Searches the
+    /// cause chain like the other predicates.
     pub fn is_budget_exhausted(&self) -> bool {
-        self.inner.budget_exhausted
+        self.chain_any(|e| e.inner.budget_exhausted, |_| false)
     }
 
-    /// How many attempts were sent before the call ended (0 if it failed
-    /// before sending, e.g. on an open circuit or an invalid argument).
+    /// How many attempts were sent before the call ended: requests handed
+    /// to the transport, retries and hedges included. An attempt refused
+    /// before sending (open circuit, full bulkhead, no instance, an
+    /// interceptor's refusal, an invalid argument) is not counted, so this
+    /// is 0 when nothing was sent.
     pub fn attempts(&self) -> u32 {
         self.inner.attempts
     }
 
     /// True if this error came from `build()`.
     pub fn is_builder(&self) -> bool {
-        self.inner.kind == ErrorKind::Builder
+        self.chain_any(|e| e.kind() == ErrorKind::Builder, |_| false)
     }
 
     /// Walks this error and its causes; `courier` errors are tested with
@@ -474,6 +500,21 @@ mod tests {
         let outer = Error::new(ErrorKind::Transport, "wrapped").with_source(inner);
         assert!(outer.is_timeout());
         assert!(!outer.is_connect());
+        // Every predicate, on an error wrapped in another courier error.
+        let wrapped = |inner: Error| Error::new(ErrorKind::Interceptor, "").with_source(inner);
+        let status = Error::new(ErrorKind::Status, "").with_status(StatusCode::BAD_GATEWAY);
+        assert!(wrapped(status).is_status());
+        assert!(wrapped(Error::invalid_request("")).is_invalid_request());
+        assert!(wrapped(Error::new(ErrorKind::NoInstances, "")).is_no_instances());
+        assert!(wrapped(Error::builder("")).is_builder());
+        assert!(wrapped(Error::new(ErrorKind::Connect, "")).is_connect());
+        assert!(wrapped(Error::new(ErrorKind::Decode, "")).is_decode());
+        assert!(wrapped(Error::new(ErrorKind::Body, "")).is_body());
+        assert!(wrapped(Error::new(ErrorKind::CircuitOpen, "")).is_circuit_open());
+        assert!(wrapped(Error::new(ErrorKind::BulkheadFull, "")).is_bulkhead_full());
+        let spent = Error::new(ErrorKind::Status, "").with_budget_exhausted();
+        assert!(wrapped(spent).is_budget_exhausted());
+        assert!(!wrapped(Error::new(ErrorKind::Connect, "")).is_status());
         let io = Error::new(ErrorKind::Transport, "")
             .with_source(std::io::Error::from(std::io::ErrorKind::TimedOut));
         assert!(io.is_timeout());

@@ -1,10 +1,20 @@
 //! Hooks that see, and may change, every outgoing request.
 //!
-//! Like Feign's `RequestInterceptor`: an [`Interceptor`] runs once per
-//! attempt, after the request is built from the call's arguments and before it
-//! is sent. It can add or replace headers (authentication, tracing,
+//! Like Feign's `RequestInterceptor`: an interceptor runs once per attempt,
+//! after the instance is picked (so it sees the final URL) and before the
+//! request is sent. It can add or replace headers (authentication, tracing,
 //! propagated context) or refuse the request. Interceptors run in the order
-//! they were added to the builder. A plain closure is an interceptor too.
+//! they were added to the builder.
+//!
+//! Two kinds, so that the common synchronous case costs no allocation:
+//!
+//! - [`Interceptor`]: synchronous; a plain closure is one too.
+//! - [`AsyncInterceptor`]: may await (fetch an OAuth2 token, a signing key
+//!   from a vault). Write `async fn intercept` under
+//!   [`#[courier::async_trait]`](macro@async_trait::async_trait). Its
+//!   future is boxed, once per attempt. An interceptor that takes longer
+//!   than what is left of the call's deadline (or the attempt timeout) is cut
+//!   by it like everything else; the call then fails with a timeout.
 //!
 //! ```
 //! use courier::{Interceptor, Outgoing};
@@ -18,23 +28,43 @@
 //!     }
 //! }
 //! ```
+//!
+//! ```
+//! use courier::{AsyncInterceptor, Outgoing};
+//!
+//! struct Signed;
+//!
+//! #[courier::async_trait]
+//! impl AsyncInterceptor for Signed {
+//!     async fn intercept(&self, request: &mut Outgoing<'_>) -> Result<(), courier::BoxError> {
+//!         let signature = tokio::task::yield_now().await; // fetch a key, say
+//!         let _ = signature;
+//!         request.set_header("x-signature", "…")?;
+//!         Ok(())
+//!     }
+//! }
+//! ```
 
 use std::fmt;
+use std::sync::Arc;
 
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method};
 
 use crate::error::BoxError;
 use crate::request::header_value;
+use crate::{Error, ErrorKind};
 
-/// A hook that runs on every outgoing request (once per attempt).
+/// A synchronous hook that runs on every outgoing request (once per
+/// attempt).
 ///
 /// Returning an error stops the call before anything is sent; the call fails
-/// with [`ErrorKind::Interceptor`](crate::ErrorKind::Interceptor) and your
+/// with [`ErrorKind::Interceptor`] and your
 /// error as its source.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a courier interceptor",
-    note = "implement `courier::Interceptor`, or pass a closure \
+    note = "implement `courier::Interceptor` (or `courier::AsyncInterceptor` and add it with \
+            `async_interceptor`), or pass a closure \
             `|req: &mut courier::Outgoing<'_>| -> Result<(), courier::BoxError> {{ … }}`"
 )]
 pub trait Interceptor: Send + Sync + 'static {
@@ -54,10 +84,59 @@ where
     }
 }
 
-/// The request an [`Interceptor`] sees: which call it belongs to, its URL, and
+/// A hook that may await, run on every outgoing request (once per attempt).
+/// Implement it with `#[courier::async_trait]`; add it with
+/// [`ClientBuilder::async_interceptor`](crate::ClientBuilder::async_interceptor).
+///
+/// Returning an error stops the call before anything is sent; the call fails
+/// with [`ErrorKind::Interceptor`] and your
+/// error as its source.
+#[async_trait::async_trait]
+pub trait AsyncInterceptor: Send + Sync + 'static {
+    /// Inspects or changes the request about to be sent.
+    ///
+    /// # Errors
+    /// Any error refuses the request; nothing is sent.
+    async fn intercept(&self, request: &mut Outgoing<'_>) -> Result<(), BoxError>;
+}
+
+/// An interceptor of either kind, in the builder's list.
+#[derive(Clone)]
+pub(crate) enum Hook {
+    Sync(Arc<dyn Interceptor>),
+    Async(Arc<dyn AsyncInterceptor>),
+}
+
+impl fmt::Debug for Hook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Hook::Sync(_) => "Interceptor",
+            Hook::Async(_) => "AsyncInterceptor",
+        })
+    }
+}
+
+/// Runs every hook in order on `request`.
+///
+/// # Errors
+/// The first refusal, as an [`ErrorKind::Interceptor`] error.
+pub(crate) async fn run(hooks: &[Hook], request: &mut Outgoing<'_>) -> Result<(), Error> {
+    for hook in hooks {
+        let outcome = match hook {
+            Hook::Sync(hook) => hook.intercept(request),
+            Hook::Async(hook) => hook.intercept(request).await,
+        };
+        outcome.map_err(|e| Error::new(ErrorKind::Interceptor, "").with_source(e))?;
+    }
+    Ok(())
+}
+
+/// The request an interceptor sees: which call it belongs to, its URL, and
 /// headers it may change.
 pub struct Outgoing<'a> {
-    pub(crate) request: &'a mut reqwest::Request,
+    pub(crate) http_method: &'a Method,
+    pub(crate) url: &'a str,
+    pub(crate) headers: &'a mut HeaderMap,
     pub(crate) service: &'static str,
     pub(crate) method: &'static str,
 }
@@ -75,24 +154,25 @@ impl Outgoing<'_> {
 
     /// The HTTP method.
     pub fn http_method(&self) -> &Method {
-        self.request.method()
+        self.http_method
     }
 
-    /// The full URL about to be requested.
-    pub fn url(&self) -> &url::Url {
-        self.request.url()
+    /// The full URL about to be requested (the picked instance's, with a
+    /// discovery), query string included.
+    pub fn url(&self) -> &str {
+        self.url
     }
 
     /// The request headers.
     pub fn headers(&self) -> &HeaderMap {
-        self.request.headers()
+        self.headers
     }
 
     /// The request headers, to change at will. Values inserted here are not
     /// checked beyond what [`HeaderValue`] guarantees; prefer
     /// [`set_header`](Self::set_header) for values built from strings.
     pub fn headers_mut(&mut self) -> &mut HeaderMap {
-        self.request.headers_mut()
+        self.headers
     }
 
     /// Sets (replaces) a header from strings, checking both name and value.
@@ -106,19 +186,25 @@ impl Outgoing<'_> {
         let name = HeaderName::try_from(name)
             .map_err(|_| format!("`{name}` is not a valid header name"))?;
         let value: HeaderValue = header_value(&name, value.into())?;
-        self.request.headers_mut().insert(name, value);
+        self.headers.insert(name, value);
         Ok(())
     }
 }
 
 impl fmt::Debug for Outgoing<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let path = self
+            .url
+            .split_once("://")
+            .and_then(|(_, rest)| rest.find('/').map(|i| &rest[i..]))
+            .unwrap_or("/");
+        let path = path.split(['?', '#']).next().unwrap_or(path);
         f.debug_struct("Outgoing")
             .field("service", &self.service)
             .field("method", &self.method)
-            .field("http_method", self.request.method())
-            .field("path", &self.request.url().path())
-            .field("headers", self.request.headers())
+            .field("http_method", self.http_method)
+            .field("path", &path)
+            .field("headers", self.headers)
             .finish()
     }
 }

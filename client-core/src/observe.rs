@@ -10,16 +10,13 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::policy::circuit::CircuitState;
-
 /// Something worth knowing that happened inside a client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Event<'a> {
     /// A method's circuit breaker changed state.
     CircuitStateChanged {
-        /// The breaker's name, `<service>#<method>` (also its config key and
-        /// metrics label).
+        /// The breaker's name, `<service>#<method>`.
         breaker: &'a str,
         /// The state it left.
         from: CircuitState,
@@ -52,6 +49,27 @@ impl fmt::Display for Event<'_> {
                 "fallback answered for {service}#{method} (cause: {cause:?})"
             ),
         }
+    }
+}
+
+/// The state of a circuit breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CircuitState {
+    /// Calls go through; outcomes are counted.
+    Closed,
+    /// Calls fail at once, without I/O.
+    Open,
+    /// A fixed number of trial calls go through; the rest fail at once.
+    HalfOpen,
+}
+
+impl fmt::Display for CircuitState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CircuitState::Closed => "closed",
+            CircuitState::Open => "open",
+            CircuitState::HalfOpen => "half-open",
+        })
     }
 }
 

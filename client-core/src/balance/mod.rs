@@ -57,8 +57,9 @@ use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
 use crate::discovery::{Instance, Instances, Subscription};
-use crate::policy::classify::Outcome;
+use crate::policy::classify::{Outcome, outcome};
 use crate::url::normalize_base_url;
+use crate::{Error, ErrorKind};
 
 mod health;
 
@@ -500,6 +501,60 @@ impl Balancer {
             }
             Outcome::Ignored => {}
         }
+    }
+
+    /// The balance stage's first half: picks an instance for an attempt
+    /// (preferring another than the previous attempt's, `last`, waiting
+    /// within the deadline for the discovery's first answer). Hand the
+    /// attempt's result to [`finish`](Self::finish).
+    ///
+    /// # Errors
+    /// [`ErrorKind::NoInstances`] when there is no instance.
+    pub(crate) async fn start(&self, last: &AtomicU64) -> Result<(Picked, Instant), Error> {
+        let start = Instant::now();
+        let avoid = last.load(Ordering::Relaxed);
+        let mut picked = self.pick(avoid, start);
+        if picked.is_none() && !self.is_known() {
+            // The discovery has not answered yet: wait for it (within the
+            // deadline, which bounds the whole attempt; boxed, as a rare
+            // path).
+            Box::pin(self.known()).await;
+            picked = self.pick(avoid, Instant::now());
+        }
+        let Some(picked) = picked else {
+            return Err(Error::new(
+                ErrorKind::NoInstances,
+                format!("discovery knows no instance of `{}`", self.service),
+            ));
+        };
+        last.store(picked.key(), Ordering::Relaxed);
+        Ok((picked, start))
+    }
+
+    /// The balance stage's second half: records how the attempt on `picked`
+    /// went and names the instance in its error.
+    ///
+    /// # Errors
+    /// The attempt's error, with the instance.
+    pub(crate) fn finish<T>(
+        &self,
+        picked: Picked,
+        start: Instant,
+        result: Result<T, Error>,
+    ) -> Result<T, Error> {
+        let end = Instant::now();
+        self.record(
+            &picked,
+            outcome(&result),
+            end.saturating_duration_since(start),
+            end,
+        );
+        result.map_err(|e| e.with_instance(&picked.endpoint().instance().id))
+    }
+
+    /// Whether `endpoint` is ejected at `now`.
+    pub(crate) fn is_endpoint_ejected(&self, endpoint: &Endpoint, now: Instant) -> bool {
+        endpoint.health.is_ejected(self.nanos(now))
     }
 
     /// Whether the instance with this id is ejected now.

@@ -12,6 +12,7 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::Instant;
 
 use super::BulkheadPolicy;
+use super::deadline::after;
 use crate::{Error, ErrorKind};
 
 /// One method's bulkhead.
@@ -53,18 +54,30 @@ impl Bulkhead {
     /// [`ErrorKind::BulkheadFull`] when no slot came free in time.
     pub async fn wait(&self, deadline: Instant) -> Result<SemaphorePermit<'_>, Error> {
         if !self.policy.max_wait.is_zero() {
-            let until = deadline.min(Instant::now() + self.policy.max_wait);
+            let until = after(Instant::now(), self.policy.max_wait)
+                .map_or(deadline, |end| end.min(deadline));
             if let Ok(Ok(permit)) = tokio::time::timeout_at(until, self.slots.acquire()).await {
                 return Ok(permit);
             }
         }
-        Err(Error::new(
+        Err(self.full())
+    }
+
+    /// The error of a full bulkhead.
+    #[cold]
+    pub fn full(&self) -> Error {
+        Error::new(
             ErrorKind::BulkheadFull,
             format!(
                 "{} calls already in flight (waited {:?})",
                 self.policy.max_concurrent, self.policy.max_wait
             ),
-        ))
+        )
+    }
+
+    /// Its size.
+    pub fn max_concurrent(&self) -> u32 {
+        self.policy.max_concurrent
     }
 
     /// Slots free right now.

@@ -1,27 +1,29 @@
 //! The one classifier: what an attempt's result means for the circuit
-//! breaker and for retry, decided in one place so the two never disagree
-//! (as tower-http's `classify` does for its middlewares).
+//! breaker, for retry and for the fallback, decided in one place so that
+//! none of them can disagree (as tower-http's `classify` does for its
+//! middlewares). Every result falls in one class (`Class`); the three answers are
+//! read off the class.
 //!
-//! | result                                 | breaker  | retried when                  |
-//! |----------------------------------------|----------|-------------------------------|
-//! | success                                | success  | never                         |
-//! | connect error (refused, connect timeout) | failure | always: nothing was sent     |
-//! | attempt timeout, transport error       | failure  | the method is idempotent      |
-//! | body could not be read                 | failure  | the method is idempotent      |
-//! | body over `max_response_bytes`         | success  | never: it would be as long again |
-//! | 5xx                                    | failure  | idempotent and status in `on` |
-//! | 4xx                                    | success  | idempotent and status in `on` (429) |
-//! | decode error                           | success  | never: the service answered   |
-//! | invalid request, interceptor refusal   | ignored  | never: nothing was sent, and another try would do the same |
-//! | circuit open, bulkhead full, no instances | ignored | never                       |
+//! | result | class | breaker | retried when | fallback |
+//! |---|---|---|---|---|
+//! | success | — | success | never | no |
+//! | connect error (refused, connect timeout) | not sent | failure | always: nothing was sent | yes |
+//! | attempt timeout, transport error | failed | failure | the method is idempotent | yes |
+//! | body broke off after the headers | failed | failure | the method is idempotent | yes |
+//! | 5xx (whatever its body, even one over the limit) | failed | failure | idempotent and status in `on` | yes |
+//! | 4xx | caller's fault | success | idempotent and status in `on` (429) | only if the retry budget ran out |
+//! | 2xx body over `max_response_bytes`, decode error | answered | success | never: it would be the same again | no |
+//! | invalid request, interceptor refusal | not sent, caller's fault | ignored | never | no |
+//! | circuit open, bulkhead full, no instances | refused locally | ignored | never | yes |
 //!
-//! 4xx are the caller's fault, not the dependency's, so they never count
-//! against the dependency's breaker (Resilience4j counts every exception by
-//! default, which trips breakers on bad input; we do not).
-
-use crate::{Error, ErrorKind};
+//! The status decides first: a 503 whose error page is over the size limit
+//! is a 503 (its snippet is just cut short), not a body error. 4xx are the
+//! caller's fault, not the dependency's, so they never count against the
+//! dependency's breaker (Resilience4j counts every exception by default,
+//! which trips breakers on bad input; we do not).
 
 use crate::spec::StatusSet;
+use crate::{Error, ErrorKind};
 
 /// What an attempt's result means to the circuit breaker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,60 +36,79 @@ pub enum Outcome {
     Ignored,
 }
 
+/// The kinds of failure, as the policies see them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Class {
+    /// The connection was never made: nothing of the request was sent.
+    NotSent,
+    /// The dependency failed: timed out, reset, broke off, or answered 5xx.
+    Failed,
+    /// The dependency answered, and the caller was at fault (4xx).
+    CallersFault,
+    /// The dependency answered in full; the answer was not usable (too
+    /// large, not decodable): another try would get the same.
+    Answered,
+    /// The caller's request could not be sent (invalid, refused by an
+    /// interceptor).
+    NotSendable,
+    /// A local protection refused the call (open circuit, full bulkhead, no
+    /// instance): the dependency is protected.
+    RefusedLocally,
+}
+
+/// The class of a failed attempt.
+pub(crate) fn class(e: &Error) -> Class {
+    match e.kind() {
+        ErrorKind::Connect => Class::NotSent,
+        ErrorKind::Timeout | ErrorKind::Transport => Class::Failed,
+        ErrorKind::Body if e.is_too_large() => Class::Answered,
+        ErrorKind::Body => Class::Failed,
+        ErrorKind::Status => match e.status() {
+            Some(s) if s.is_server_error() => Class::Failed,
+            _ => Class::CallersFault,
+        },
+        ErrorKind::Decode => Class::Answered,
+        ErrorKind::CircuitOpen | ErrorKind::BulkheadFull | ErrorKind::NoInstances => {
+            Class::RefusedLocally
+        }
+        _ => Class::NotSendable,
+    }
+}
+
 /// The breaker's view of a result.
 pub fn outcome<T>(result: &Result<T, Error>) -> Outcome {
     let Err(e) = result else {
         return Outcome::Success;
     };
-    match e.kind() {
-        ErrorKind::Connect | ErrorKind::Timeout | ErrorKind::Transport => Outcome::Failure,
-        ErrorKind::Body if body_read_failed(e) => Outcome::Failure,
-        ErrorKind::Status => match e.status() {
-            Some(s) if s.is_server_error() => Outcome::Failure,
-            _ => Outcome::Success,
-        },
-        ErrorKind::Decode | ErrorKind::Body => Outcome::Success,
-        _ => Outcome::Ignored,
+    match class(e) {
+        Class::NotSent | Class::Failed => Outcome::Failure,
+        Class::CallersFault | Class::Answered => Outcome::Success,
+        Class::NotSendable | Class::RefusedLocally => Outcome::Ignored,
     }
-}
-
-/// A body error is either a read that failed (it has the I/O error as its
-/// source: worth another try) or a body over the size limit (no source: the
-/// service answered, and would answer the same again).
-fn body_read_failed(e: &Error) -> bool {
-    std::error::Error::source(e).is_some()
 }
 
 /// Whether an attempt that failed with `e` may be tried again.
 pub fn is_retryable(e: &Error, idempotent: bool, on: &StatusSet) -> bool {
-    match e.kind() {
+    // Only an answer's status is checked against `on` (a body that broke
+    // off carries its 200, which `on` does not list).
+    let status_allows =
+        || e.kind() != ErrorKind::Status || e.status().is_some_and(|s| on.contains(s.as_u16()));
+    match class(e) {
         // A connect failure happens before any byte of the request is
         // written: even a POST cannot have been applied.
-        ErrorKind::Connect => true,
-        ErrorKind::Timeout | ErrorKind::Transport => idempotent,
-        ErrorKind::Body => idempotent && body_read_failed(e),
-        ErrorKind::Status => idempotent && e.status().is_some_and(|s| on.contains(s.as_u16())),
-        _ => false,
+        Class::NotSent => true,
+        Class::Failed | Class::CallersFault => idempotent && status_allows(),
+        Class::Answered | Class::NotSendable | Class::RefusedLocally => false,
     }
 }
 
 /// Whether a fallback may answer for a call that failed with `e`: the
-/// dependency failed or is protected (timeout, connect, transport, 5xx,
-/// circuit open, bulkhead full, no instances, budget exhausted), as opposed
-/// to the caller being wrong (4xx, invalid request) or a bug to surface
-/// (decode errors).
+/// dependency failed or is protected, as opposed to the caller being wrong
+/// (4xx, invalid request) or a bug to surface (decode errors).
 pub fn is_fallback_eligible(e: &Error) -> bool {
-    match e.kind() {
-        ErrorKind::Connect
-        | ErrorKind::Timeout
-        | ErrorKind::Transport
-        | ErrorKind::CircuitOpen
-        | ErrorKind::BulkheadFull
-        | ErrorKind::NoInstances => true,
-        ErrorKind::Status => {
-            e.is_budget_exhausted() || e.status().is_some_and(|s| s.is_server_error())
-        }
-        _ => e.is_budget_exhausted(),
+    match class(e) {
+        Class::NotSent | Class::Failed | Class::RefusedLocally => true,
+        Class::CallersFault | Class::Answered | Class::NotSendable => e.is_budget_exhausted(),
     }
 }
 
@@ -147,6 +168,34 @@ mod tests {
             &on
         ));
         assert!(!is_retryable(&Error::new(ErrorKind::Decode, ""), true, &on));
+    }
+
+    /// The defect: a 503 whose body was over the limit came out as a body
+    /// error, counted as a success, not retried and no fallback; and a body
+    /// that broke off mid-way got no fallback although a reset before the
+    /// headers did.
+    #[test]
+    fn the_status_decides_and_a_broken_body_is_a_failure_everywhere() {
+        let on = StatusSet::from_codes(&[503]);
+        let big_503 = status(503).with_snippet(b"<html>");
+        assert_eq!(outcome::<()>(&Err(status(503))), Outcome::Failure);
+        assert!(is_retryable(&big_503, true, &on));
+        assert!(is_fallback_eligible(&big_503));
+        let broken = Error::new(ErrorKind::Body, "")
+            .with_status(http::StatusCode::OK)
+            .with_source(std::io::Error::other("reset"));
+        assert_eq!(
+            outcome::<()>(&Err(Error::new(ErrorKind::Body, ""))),
+            Outcome::Failure
+        );
+        assert!(is_retryable(&broken, true, &on));
+        assert!(!is_retryable(&broken, false, &on));
+        assert!(is_fallback_eligible(&broken));
+        let too_large = Error::new(ErrorKind::Body, "").too_large();
+        assert_eq!(outcome::<()>(&Err(too_large)), Outcome::Success);
+        let too_large = Error::new(ErrorKind::Body, "").too_large();
+        assert!(!is_retryable(&too_large, true, &on));
+        assert!(!is_fallback_eligible(&too_large));
     }
 
     #[test]

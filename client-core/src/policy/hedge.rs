@@ -6,7 +6,76 @@
 //! the 95th-percentile latency cuts the tail at the cost of a few percent
 //! more requests. Each hedge is a full attempt (breaker, bulkhead,
 //! interceptors) and takes a token from the retry budget, so hedging can
-//! never multiply the load on a struggling service. The race itself runs in
-//! the call pipeline (`call.rs`); non-idempotent methods never hedge.
+//! never multiply the load on a struggling service. Non-idempotent methods
+//! never hedge.
+//!
+//! A hedge is optional: when the breaker or the bulkhead refuses it (the
+//! bulkhead is full with the first attempt, say), it is simply not sent, and
+//! the call goes on with the attempts in flight (another hedge may be tried
+//! after the next `delay`). Only the first attempt's refusal ends the call.
+
+use std::future::Future;
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use tokio::time::Instant;
 
 pub use super::HedgePolicy;
+use super::PolicyCall;
+use super::classify::is_retryable;
+use super::deadline::after;
+use crate::{Error, ErrorKind};
+
+/// Races the first attempt against hedges sent every `delay` while no
+/// answer has come; the first success, or the first answer that is not
+/// worth waiting past (a 4xx, say), wins and drops the others.
+pub(crate) async fn race<T, F, Fut>(
+    call: &PolicyCall<'_>,
+    hedge: &HedgePolicy,
+    attempt: &F,
+) -> Result<T, Error>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<T, Error>>,
+{
+    let on = call.policy.retry.map(|r| r.on).unwrap_or_default();
+    let deadline = call.deadline.at();
+    let now = Instant::now();
+    let first = call.admit(now).await?;
+    let mut racing = FuturesUnordered::new();
+    racing.push(first.run(call, attempt()));
+    let mut extra = 0;
+    let mut next_hedge = after(now, hedge.delay);
+    let mut last_error = None;
+    loop {
+        let hedge_at = next_hedge.filter(|at| extra < hedge.max_extra && *at < deadline);
+        tokio::select! {
+            finished = racing.next() => match finished {
+                Some(Ok(value)) => return Ok(value),
+                Some(Err(e)) if racing.is_empty() || !is_retryable(&e, true, &on) => {
+                    return Err(e);
+                }
+                Some(Err(e)) => last_error = Some(e),
+                None => {
+                    return Err(last_error.unwrap_or_else(|| {
+                        Error::new(ErrorKind::Timeout, "no attempt finished")
+                    }));
+                }
+            },
+            () = tokio::time::sleep_until(hedge_at.unwrap_or(deadline)), if hedge_at.is_some() => {
+                let now = Instant::now();
+                next_hedge = after(now, hedge.delay);
+                // Refused locally (open breaker, full bulkhead): not sent.
+                let Ok(admitted) = call.try_admit(now) else {
+                    continue;
+                };
+                if call.budget.is_some_and(|b| !b.withdraw(now)) {
+                    extra = hedge.max_extra; // budget spent: no more hedges
+                    continue; // (the unused admission gives its slots back)
+                }
+                racing.push(admitted.run(call, attempt()));
+                extra += 1;
+            }
+        }
+    }
+}

@@ -10,7 +10,7 @@
 //!
 //! Levels combine *key by key*: a level that names `max_attempts` overrides
 //! only that key, and every other key comes from the next level that names
-//! it. Each level is an [`Overrides`](crate::spec::Overrides) value in which
+//! it. Each level is an [`Overrides`] value in which
 //! every key is optional; [`MethodPolicy::resolve`] walks the levels once,
 //! when the client is built, so a call never looks anything up. The keys,
 //! their kinds, limits and defaults are defined once, in the policy schema
@@ -24,21 +24,72 @@
 //! does (at one level, the macro and the config refuse it outright).
 //!
 //! The policies themselves, one module each, outer to inner as a call meets
-//! them: [`fallback`], the deadline (`timeout`), [`retry`] with its
-//! [`budget`], [`circuit`], [`bulkhead`], [`hedge`]; [`classify`] is the one
-//! place that decides what a failure is, for retry and breaker alike.
+//! them: [`fallback`], the deadline (`deadline.rs`), [`retry`] (the loop)
+//! with its [`budget`], [`hedge`] (the race), the guard of each attempt
+//! (`guard.rs`: [`circuit`], then [`bulkhead`]); [`classify`] is the one
+//! place that decides what a failure is, for breaker, retry and fallback
+//! alike. Each stage owns its flow and its state and is tested alone under
+//! tokio's paused clock.
 
 pub mod budget;
 pub mod bulkhead;
 pub mod circuit;
 pub mod classify;
+pub(crate) mod deadline;
 pub mod fallback;
+pub(crate) mod guard;
 pub mod hedge;
 pub mod retry;
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use crate::spec::{Key, MethodDef, Overrides, StatusSet, Value};
+use budget::RetryBudget;
+use bulkhead::Bulkhead;
+use circuit::CircuitBreaker;
+use deadline::Deadline;
+
+/// What the policy stages of one call share: the method's resolved policy
+/// and its breaker and bulkhead, the client's retry budget, the call's
+/// deadline and how many attempts it has started.
+pub(crate) struct PolicyCall<'a> {
+    pub(crate) policy: &'a MethodPolicy,
+    pub(crate) breaker: Option<&'a CircuitBreaker>,
+    pub(crate) bulkhead: Option<&'a Bulkhead>,
+    pub(crate) budget: Option<&'a RetryBudget>,
+    pub(crate) deadline: Deadline,
+    /// Attempts admitted so far, hedges included (for `max_attempts`).
+    started: AtomicU32,
+}
+
+impl<'a> PolicyCall<'a> {
+    /// A call starting now.
+    #[inline]
+    pub(crate) fn new(
+        policy: &'a MethodPolicy,
+        breaker: Option<&'a CircuitBreaker>,
+        bulkhead: Option<&'a Bulkhead>,
+        budget: Option<&'a RetryBudget>,
+        start: Instant,
+    ) -> Self {
+        PolicyCall {
+            policy,
+            breaker,
+            bulkhead,
+            budget,
+            deadline: Deadline::new(start, policy.timeout),
+            started: AtomicU32::new(0),
+        }
+    }
+
+    /// Attempts admitted so far.
+    pub(crate) fn started(&self) -> u32 {
+        self.started.load(Ordering::Relaxed)
+    }
+}
 
 /// The retry budget's defaults (per built client, not per method).
 pub mod defaults {

@@ -17,12 +17,75 @@
 //!
 //! Every retry also needs a token from the client's
 //! [`RetryBudget`](super::budget::RetryBudget).
+//!
+//! `run` is the stage: it counts the call in the budget, then makes
+//! attempts (each one guarded, or a hedged race) until one succeeds, the
+//! failure is not retryable, `max_attempts` are made, the budget is spent,
+//! or the next wait would outlast the deadline.
 
+use std::future::Future;
 use std::time::{Duration, SystemTime};
 
 use http::HeaderValue;
+use tokio::time::Instant;
 
-use super::RetryPolicy;
+use super::classify::is_retryable;
+use super::{PolicyCall, RetryPolicy};
+use crate::Error;
+
+/// The retry loop around `attempt` (which makes one attempt: in the client,
+/// pick, intercept, send, read, decode).
+///
+/// # Errors
+/// The last attempt's error, marked when the budget ran out.
+pub(crate) async fn run<T, F, Fut>(call: &PolicyCall<'_>, attempt: &F) -> Result<T, Error>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<T, Error>>,
+{
+    let policy = call.policy;
+    let mut now = call.deadline.start();
+    if let Some(budget) = call.budget {
+        budget.deposit(now);
+    }
+    loop {
+        let result = match &policy.hedge {
+            None => call.guarded(now, attempt()).await,
+            // Boxed so the hedging state (a set of racing attempts, a
+            // timer) does not grow every call's future, hedged or not.
+            Some(hedge) => Box::pin(super::hedge::race(call, hedge, attempt)).await,
+        };
+        let error = match result {
+            Ok(value) => return Ok(value),
+            Err(error) => error,
+        };
+        let Some(retry) = &policy.retry else {
+            return Err(error);
+        };
+        let made = call.started();
+        if made >= retry.max_attempts || !is_retryable(&error, policy.idempotent, &retry.on) {
+            return Err(error);
+        }
+        now = Instant::now();
+        let wait = error.retry_after().unwrap_or_else(|| backoff(retry, made));
+        if !call.deadline.fits(now, wait) {
+            // The wait would outlast the call (or not fit in an instant at
+            // all, for an absurd Retry-After): end now, with the real cause,
+            // instead of sleeping into a timeout.
+            return Err(error);
+        }
+        if let Some(budget) = call.budget
+            && !budget.withdraw(now)
+        {
+            return Err(error.with_budget_exhausted());
+        }
+        if !wait.is_zero() {
+            // Boxed for the same reason: only retries pay for the timer.
+            Box::pin(tokio::time::sleep(wait)).await;
+            now = Instant::now();
+        }
+    }
+}
 
 /// The back-off before retry number `retry` (1 for the first retry), with
 /// full jitter.
@@ -45,11 +108,17 @@ pub fn exponential(policy: &RetryPolicy, retry: u32) -> Duration {
 }
 
 /// Parses a `Retry-After` value: delay-seconds or an HTTP date (RFC 9110
-/// §10.2.3). A date in the past means "now".
+/// §10.2.3). A date in the past means "now". Any value parses without
+/// panicking; a huge one is returned as is and the retry loop, which adds it
+/// with checked arithmetic, treats it as longer than the deadline.
 pub fn parse_retry_after(value: &HeaderValue, now: SystemTime) -> Option<Duration> {
     let text = value.to_str().ok()?.trim();
-    if let Ok(secs) = text.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        // More seconds than a u64 holds still means "not any time soon".
+        return Some(
+            text.parse::<u64>()
+                .map_or(Duration::MAX, Duration::from_secs),
+        );
     }
     let at = httpdate::parse_http_date(text).ok()?;
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
@@ -112,5 +181,10 @@ mod tests {
         );
         assert_eq!(parse_retry_after(&v("soon"), now), None);
         assert_eq!(parse_retry_after(&v("-1"), now), None);
+        assert_eq!(parse_retry_after(&v("+1"), now), None);
+        assert_eq!(
+            parse_retry_after(&v("99999999999999999999999"), now),
+            Some(Duration::MAX)
+        );
     }
 }

@@ -48,6 +48,7 @@ use tokio::time::Instant;
 
 use super::CircuitPolicy;
 use super::classify::Outcome;
+pub use crate::observe::CircuitState;
 use crate::observe::{Event, EventSink};
 use crate::{Error, ErrorKind};
 
@@ -57,27 +58,6 @@ use state::{Granted, Phase, Refused, Settings, State};
 
 /// The largest window (and number of half-open trials) a breaker accepts.
 pub const MAX_WINDOW: u32 = state::MAX_COUNT;
-
-/// The state of a circuit breaker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum CircuitState {
-    /// Calls go through; outcomes are counted.
-    Closed,
-    /// Calls fail at once, without I/O.
-    Open,
-    /// A fixed number of trial calls go through; the rest fail at once.
-    HalfOpen,
-}
-
-impl fmt::Display for CircuitState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            CircuitState::Closed => "closed",
-            CircuitState::Open => "open",
-            CircuitState::HalfOpen => "half-open",
-        })
-    }
-}
 
 impl From<Phase> for CircuitState {
     fn from(phase: Phase) -> Self {

@@ -1,0 +1,704 @@
+//! The innermost stage: build the HTTP request from the call's
+//! [`RequestParts`], run the interceptors, send it through the user's tower
+//! layers and the transport service (reqwest by default), follow redirects
+//! by the client's [`Redirects`] policy, map transport errors, read the body
+//! under the size limit, and decode it.
+//!
+//! ## tower at the boundary
+//!
+//! The transport is a `tower::Service<http::Request<Body>>` answering
+//! `http::Response<ResponseBody>` ([`HttpService`]): a user adds any
+//! `tower::Layer` with [`ClientBuilder::layer`](crate::ClientBuilder::layer)
+//! (tower-http's `SetRequestHeader`, `Decompression`, `Trace`, their own),
+//! applied to every attempt in the order added (the first added is the
+//! outermost, as in `tower::ServiceBuilder`); reqwest's client, adapted to
+//! `http` types, is the service at the bottom. With no layer, the request
+//! goes to reqwest directly, built as a `reqwest::Request`: nothing is boxed
+//! or converted, so the call path costs what it did before the boundary
+//! existed. (A layered stack is boxed once, when the client is built, and
+//! cloned per attempt, as tower services are.)
+//!
+//! ## Redirects
+//!
+//! courier follows redirects itself, so that one policy applies whatever the
+//! transport, and so that no secret follows a redirect to another host.
+//! reqwest's own following strips only `Authorization` and `Cookie` across
+//! hosts: an `X-Api-Key` set with `default_header` went along, and so did a
+//! `Referer` carrying the original query string. The default here is the
+//! conservative one for service-to-service calls: at most 5 redirects, to
+//! the same origin (scheme, host and port) only; a redirect to another
+//! origin is not followed and ends the call as a `Status` error with the
+//! 3xx (a method returning `Response<()>`, `Response<Bytes>` or
+//! `Response<String>` gets the 3xx response instead, `Location` header
+//! included). [`Redirects::any`] follows other origins too, but sends them
+//! none of the headers the caller, the client's defaults or an interceptor
+//! set (only `Accept` and the body's `Content-Type`), and never a `Referer`.
+//! 301, 302 and 303 turn a `POST` into a body-less `GET` (303 any method
+//! but `HEAD`), as browsers do; 307 and 308 repeat the method and body.
+//! Interceptors run again for a same-origin hop (an auth header is
+//! recomputed), never for a hop to another origin. A redirect is part of the
+//! same attempt: `attempts()` counts it once.
+//!
+//! With your own reqwest client ([`http_client`](crate::ClientBuilder::http_client)),
+//! build it with `redirect(reqwest::redirect::Policy::none())`: otherwise
+//! reqwest follows redirects before courier sees them.
+//!
+//! ## The body
+//!
+//! Read chunk by chunk under `max_response_bytes`: a declared length over
+//! the limit fails before reading, a streamed body as soon as it passes the
+//! limit. The status decides first: a success body over the limit is a
+//! `Body` error (the service answered in full, so it is not retried), while
+//! an error status keeps its status and its body is only cut short for the
+//! error's snippet. A body that breaks off after the headers is a `Body`
+//! error that the classifier treats like a reset (retried when idempotent,
+//! counted by the breaker, fallback-eligible).
+
+use std::borrow::Cow;
+use std::fmt;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::task::{Context, Poll};
+use std::time::SystemTime;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{ACCEPT, CONTENT_TYPE, LOCATION, RETRY_AFTER};
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use http_body::Frame;
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+use crate::codec::Decode;
+use crate::error::SNIPPET_BYTES;
+use crate::interceptor::{self, Hook, Outgoing};
+use crate::policy::retry::parse_retry_after;
+use crate::request::RequestParts;
+use crate::{BoxError, Error, ErrorKind};
+
+// ===== the types at the boundary =====
+
+/// The body of a request at the tower boundary: the whole body, or none.
+#[derive(Debug, Default, Clone)]
+pub struct Body(Option<Bytes>);
+
+impl Body {
+    /// A body of these bytes.
+    pub fn new(bytes: Bytes) -> Self {
+        Body(Some(bytes))
+    }
+
+    /// No body.
+    pub fn empty() -> Self {
+        Body(None)
+    }
+
+    /// The bytes, if any.
+    pub fn as_bytes(&self) -> Option<&Bytes> {
+        self.0.as_ref()
+    }
+
+    /// Takes the bytes.
+    pub fn into_bytes(self) -> Option<Bytes> {
+        self.0
+    }
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Poll::Ready(self.0.take().map(|bytes| Ok(Frame::data(bytes))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_none()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.0.as_ref().map_or(0, |b| b.len() as u64))
+    }
+}
+
+/// The body of a response at the tower boundary.
+pub type ResponseBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+
+/// A request at the tower boundary.
+pub type HttpRequest = http::Request<Body>;
+
+/// A response at the tower boundary.
+pub type HttpResponse = http::Response<ResponseBody>;
+
+/// The transport as a tower service, boxed: what a layer added with
+/// [`ClientBuilder::layer`](crate::ClientBuilder::layer) wraps.
+pub type HttpService = tower::util::BoxCloneSyncService<HttpRequest, HttpResponse, BoxError>;
+
+/// reqwest's client as an [`HttpService`]: the bottom of a layered stack.
+#[derive(Clone, Debug)]
+pub struct ReqwestService(reqwest::Client);
+
+impl ReqwestService {
+    /// Wraps a reqwest client.
+    pub fn new(client: reqwest::Client) -> Self {
+        ReqwestService(client)
+    }
+}
+
+impl tower::Service<HttpRequest> for ReqwestService {
+    type Response = HttpResponse;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<HttpResponse, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: HttpRequest) -> Self::Future {
+        let client = self.0.clone();
+        Box::pin(async move {
+            let (parts, body) = request.into_parts();
+            let url = url::Url::parse(&parts.uri.to_string())?;
+            let mut outgoing = reqwest::Request::new(parts.method, url);
+            *outgoing.headers_mut() = parts.headers;
+            *outgoing.version_mut() = parts.version;
+            if let Some(bytes) = body.into_bytes() {
+                *outgoing.body_mut() = Some(bytes.into());
+            }
+            let response = client.execute(outgoing).await?;
+            let response = http::Response::from(response);
+            Ok(response.map(|body| body.map_err(BoxError::from).boxed_unsync()))
+        })
+    }
+}
+
+/// Where requests go: reqwest directly, or a tower stack.
+#[derive(Clone)]
+pub(crate) enum Transport {
+    Reqwest(reqwest::Client),
+    Layered(HttpService),
+}
+
+impl fmt::Debug for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Transport::Reqwest(_) => "reqwest",
+            Transport::Layered(_) => "tower layers over reqwest",
+        })
+    }
+}
+
+// ===== redirects =====
+
+/// Which redirects a client follows; see the [module docs](self).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Redirects {
+    follow: Follow,
+    limit: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Follow {
+    None,
+    SameOrigin,
+    Any,
+}
+
+impl Redirects {
+    /// Follows none: every 3xx is the answer.
+    pub const fn none() -> Self {
+        Redirects {
+            follow: Follow::None,
+            limit: 0,
+        }
+    }
+
+    /// Follows up to `limit` redirects to the same origin (scheme, host,
+    /// port); a redirect elsewhere is the answer. The default, with 5.
+    pub const fn same_origin(limit: u8) -> Self {
+        Redirects {
+            follow: Follow::SameOrigin,
+            limit,
+        }
+    }
+
+    /// Follows up to `limit` redirects anywhere; a hop to another origin
+    /// carries none of the caller's, the defaults' or the interceptors'
+    /// headers, and no `Referer`.
+    pub const fn any(limit: u8) -> Self {
+        Redirects {
+            follow: Follow::Any,
+            limit,
+        }
+    }
+}
+
+impl Default for Redirects {
+    fn default() -> Self {
+        Redirects::same_origin(5)
+    }
+}
+
+/// Where a followed redirect goes.
+struct Hop {
+    url: String,
+    method: Method,
+    keep_body: bool,
+    same_origin: bool,
+}
+
+/// Why a 3xx is the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NotFollowed {
+    Policy,
+    OtherOrigin,
+    Limit,
+    NoLocation,
+}
+
+fn next_hop(
+    policy: Redirects,
+    from: &str,
+    status: StatusCode,
+    method: &Method,
+    location: Option<&HeaderValue>,
+    hops: u8,
+) -> Result<Hop, NotFollowed> {
+    if policy.follow == Follow::None {
+        return Err(NotFollowed::Policy);
+    }
+    let Some(location) = location.and_then(|l| l.to_str().ok()) else {
+        return Err(NotFollowed::NoLocation);
+    };
+    let from = url::Url::parse(from).map_err(|_| NotFollowed::NoLocation)?;
+    let to = from.join(location).map_err(|_| NotFollowed::NoLocation)?;
+    if !matches!(to.scheme(), "http" | "https") {
+        return Err(NotFollowed::NoLocation);
+    }
+    let same_origin = from.origin() == to.origin();
+    if !same_origin && policy.follow == Follow::SameOrigin {
+        return Err(NotFollowed::OtherOrigin);
+    }
+    if hops >= policy.limit {
+        return Err(NotFollowed::Limit);
+    }
+    let to_get = match status.as_u16() {
+        303 => *method != Method::HEAD,
+        301 | 302 => *method == Method::POST,
+        _ => false,
+    };
+    Ok(Hop {
+        url: to.into(),
+        method: if to_get { Method::GET } else { method.clone() },
+        keep_body: !to_get,
+        same_origin,
+    })
+}
+
+// ===== one exchange =====
+
+/// What the transport stage needs of a client: shared by all its methods.
+#[derive(Debug)]
+pub(crate) struct Settings {
+    pub(crate) service: &'static str,
+    pub(crate) transport: Transport,
+    pub(crate) default_headers: HeaderMap,
+    pub(crate) hooks: Box<[Hook]>,
+    pub(crate) max_response_bytes: usize,
+    pub(crate) redirects: Redirects,
+}
+
+/// A response being received: from reqwest directly or from the stack.
+enum Incoming {
+    Reqwest(reqwest::Response),
+    Http(HttpResponse),
+}
+
+impl Incoming {
+    fn status(&self) -> StatusCode {
+        match self {
+            Incoming::Reqwest(r) => r.status(),
+            Incoming::Http(r) => r.status(),
+        }
+    }
+
+    fn headers(&self) -> &HeaderMap {
+        match self {
+            Incoming::Reqwest(r) => r.headers(),
+            Incoming::Http(r) => r.headers(),
+        }
+    }
+
+    fn headers_mut(&mut self) -> &mut HeaderMap {
+        match self {
+            Incoming::Reqwest(r) => r.headers_mut(),
+            Incoming::Http(r) => r.headers_mut(),
+        }
+    }
+
+    fn declared_length(&self) -> Option<u64> {
+        self.headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+    }
+
+    /// The next chunk of the body; `None` at its end.
+    async fn chunk(&mut self) -> Result<Option<Bytes>, Error> {
+        match self {
+            Incoming::Reqwest(r) => r.chunk().await.map_err(|e| {
+                let kind = if e.is_timeout() {
+                    ErrorKind::Timeout
+                } else {
+                    ErrorKind::Body
+                };
+                Error::new(kind, "the response body broke off").with_source(e.without_url())
+            }),
+            Incoming::Http(r) => loop {
+                match r.body_mut().frame().await {
+                    None => return Ok(None),
+                    Some(Ok(frame)) => match frame.into_data() {
+                        Ok(data) => return Ok(Some(data)),
+                        Err(_) => continue, // trailers
+                    },
+                    Some(Err(e)) => {
+                        return Err(Error::new(ErrorKind::Body, "the response body broke off")
+                            .with_source(strip_url(e)));
+                    }
+                }
+            },
+        }
+    }
+}
+
+impl Settings {
+    /// One exchange: build, intercept, send (following redirects), read,
+    /// decode. `base` is the picked instance's base URL (with discovery);
+    /// `sent` counts the request once it is handed to the transport.
+    pub(crate) async fn exchange<D: Decode>(
+        &self,
+        verb: &Method,
+        method_name: &'static str,
+        parts: &RequestParts,
+        base: Option<&str>,
+        sent: &AtomicU32,
+    ) -> Result<D::Output, Error> {
+        let mut url: Cow<'_, str> = match base {
+            None => Cow::Borrowed(parts.url()),
+            Some(base) => Cow::Owned(format!("{base}{}", parts.path_and_query())),
+        };
+        let mut method = Cow::Borrowed(verb);
+        let mut body = parts.body.as_ref();
+        let mut own_headers = true;
+        let mut hops = 0u8;
+        loop {
+            let mut headers = HeaderMap::new();
+            for (name, value) in &parts.headers {
+                if own_headers || (*name == CONTENT_TYPE && body.is_some()) {
+                    headers.append(name.clone(), value.clone());
+                }
+            }
+            if own_headers {
+                for (name, value) in &self.default_headers {
+                    if !headers.contains_key(name) {
+                        headers.insert(name, value.clone());
+                    }
+                }
+            }
+            if body.is_none() && parts.body.is_some() {
+                // A hop turned the request into a GET without the body.
+                headers.remove(CONTENT_TYPE);
+            }
+            if let Some(accept) = D::ACCEPT {
+                headers
+                    .entry(ACCEPT)
+                    .or_insert(HeaderValue::from_static(accept));
+            }
+            if own_headers && !self.hooks.is_empty() {
+                let mut outgoing = Outgoing {
+                    http_method: &method,
+                    url: &url,
+                    headers: &mut headers,
+                    service: self.service,
+                    method: method_name,
+                };
+                interceptor::run(&self.hooks, &mut outgoing).await?;
+            }
+            if hops == 0 {
+                sent.fetch_add(1, Ordering::Relaxed);
+            }
+            let mut incoming = self.send(&method, &url, headers, body).await?;
+            let status = incoming.status();
+            if !status.is_redirection() {
+                return self.receive::<D>(incoming).await;
+            }
+            let location = incoming.headers().get(LOCATION);
+            match next_hop(self.redirects, &url, status, &method, location, hops) {
+                Ok(hop) => {
+                    hops += 1;
+                    own_headers &= hop.same_origin;
+                    if !hop.keep_body {
+                        body = None;
+                    }
+                    method = Cow::Owned(hop.method);
+                    url = Cow::Owned(hop.url);
+                }
+                // `Response<()>` and the like take the 3xx as the answer.
+                Err(_) if D::REDIRECT_IS_VALUE => return self.receive::<D>(incoming).await,
+                Err(why) => return Err(self.unfollowed(&mut incoming, why).await),
+            }
+        }
+    }
+
+    /// Sends one request.
+    async fn send(
+        &self,
+        method: &Method,
+        url: &str,
+        headers: HeaderMap,
+        body: Option<&Bytes>,
+    ) -> Result<Incoming, Error> {
+        match &self.transport {
+            Transport::Reqwest(client) => {
+                let parsed = url::Url::parse(url).map_err(|e| {
+                    Error::invalid_request("the request URL is not valid").with_source(e)
+                })?;
+                let mut request = reqwest::Request::new(method.clone(), parsed);
+                *request.headers_mut() = headers;
+                if let Some(body) = body {
+                    *request.body_mut() = Some(body.clone().into());
+                }
+                let response = client.execute(request).await.map_err(transport_error)?;
+                Ok(Incoming::Reqwest(response))
+            }
+            Transport::Layered(service) => {
+                let mut request = http::Request::new(Body(body.cloned()));
+                *request.method_mut() = method.clone();
+                *request.uri_mut() = url.parse().map_err(|e| {
+                    Error::invalid_request("the request URL is not valid").with_source(e)
+                })?;
+                *request.headers_mut() = headers;
+                let response = service
+                    .clone()
+                    .oneshot(request)
+                    .await
+                    .map_err(layered_error)?;
+                Ok(Incoming::Http(response))
+            }
+        }
+    }
+
+    /// Reads the body under the limit and decodes it (a success, or a 404
+    /// the return type takes as a value), or makes the status error.
+    async fn receive<D: Decode>(&self, mut incoming: Incoming) -> Result<D::Output, Error> {
+        let status = incoming.status();
+        let value = status.is_success()
+            || (D::NOT_FOUND_IS_VALUE && status == StatusCode::NOT_FOUND)
+            || (D::REDIRECT_IS_VALUE && status.is_redirection());
+        if !value {
+            return Err(self.status_error(&mut incoming, "").await);
+        }
+        let limit = self.max_response_bytes;
+        if let Some(len) = incoming.declared_length()
+            && len > limit as u64
+        {
+            return Err(too_large(len.to_string(), limit).with_status(status));
+        }
+        let body = read(&mut incoming, limit, false)
+            .await
+            .map_err(|e| e.with_status(status))?;
+        let mut headers = std::mem::take(incoming.headers_mut());
+        drop(incoming);
+        D::decode(status, &mut headers, &body)
+            .map_err(|e| e.with_status(status).with_snippet(&body))
+    }
+
+    /// The error for an answer that is not a value: its status decides; the
+    /// body is read (at most up to the limit, only a snippet's worth when
+    /// its declared length is over it) for the snippet.
+    async fn status_error(&self, incoming: &mut Incoming, note: &str) -> Error {
+        let status = incoming.status();
+        let retry_after = incoming
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| parse_retry_after(v, SystemTime::now()));
+        let limit = match incoming.declared_length() {
+            Some(len) if len > self.max_response_bytes as u64 => SNIPPET_BYTES,
+            _ => self.max_response_bytes,
+        };
+        // A body that breaks off only shortens the snippet: the status is
+        // the answer.
+        let body = read(incoming, limit, true).await.unwrap_or_default();
+        Error::new(
+            ErrorKind::Status,
+            format!("service answered {status}{note}"),
+        )
+        .with_status(status)
+        .with_snippet(&body)
+        .with_retry_after(retry_after)
+    }
+
+    async fn unfollowed(&self, incoming: &mut Incoming, why: NotFollowed) -> Error {
+        let note = match why {
+            NotFollowed::Policy => " (redirects are not followed: see `redirects`)",
+            NotFollowed::OtherOrigin => {
+                " (a redirect to another origin, not followed: see `redirects`)"
+            }
+            NotFollowed::Limit => " (too many redirects)",
+            NotFollowed::NoLocation => " (a redirect without a usable Location)",
+        };
+        self.status_error(incoming, note).await
+    }
+}
+
+fn too_large(len: String, limit: usize) -> Error {
+    Error::new(
+        ErrorKind::Body,
+        format!(
+            "the response body ({len} bytes) is larger than the limit of {limit} bytes \
+             (max_response_bytes)"
+        ),
+    )
+    .too_large()
+}
+
+/// Reads the body, at most `limit` bytes. Over the limit: an error, or with
+/// `cut`, the bytes read so far.
+///
+/// A body that arrives in one chunk is returned without a copy.
+async fn read(incoming: &mut Incoming, limit: usize, cut: bool) -> Result<Bytes, Error> {
+    let hint = incoming.declared_length().map_or(0, |n| n as usize);
+    let mut first: Option<Bytes> = None;
+    let mut rest = BytesMut::new();
+    loop {
+        let Some(chunk) = incoming.chunk().await? else {
+            break;
+        };
+        let so_far = first.as_ref().map_or(0, Bytes::len) + rest.len();
+        if so_far + chunk.len() > limit {
+            if !cut {
+                return Err(too_large(format!("more than {limit}"), limit));
+            }
+            let mut kept = BytesMut::with_capacity(limit);
+            kept.extend_from_slice(first.as_deref().unwrap_or_default());
+            kept.extend_from_slice(&rest);
+            kept.extend_from_slice(&chunk[..limit - so_far]);
+            return Ok(kept.freeze());
+        }
+        match first.take() {
+            None if rest.is_empty() => first = Some(chunk),
+            None => rest.extend_from_slice(&chunk),
+            Some(earlier) => {
+                rest.reserve((earlier.len() + chunk.len()).max(hint.min(limit)));
+                rest.extend_from_slice(&earlier);
+                rest.extend_from_slice(&chunk);
+            }
+        }
+    }
+    Ok(first.unwrap_or_else(|| rest.freeze()))
+}
+
+/// Classifies a reqwest failure. The URL is stripped from it: it may carry a
+/// query string with secrets.
+fn transport_error(e: reqwest::Error) -> Error {
+    let (kind, message) = if e.is_connect() {
+        let what = if e.is_timeout() {
+            "connect timed out"
+        } else {
+            "could not connect"
+        };
+        (ErrorKind::Connect, what)
+    } else if e.is_timeout() {
+        (ErrorKind::Timeout, "no answer in time")
+    } else if e.is_body() || e.is_decode() {
+        (ErrorKind::Body, "")
+    } else {
+        (ErrorKind::Transport, "")
+    };
+    Error::new(kind, message).with_source(e.without_url())
+}
+
+/// Classifies a failure of a layered stack: reqwest's own errors as above,
+/// a layer's timeout as a timeout, anything else as a transport error.
+fn layered_error(e: BoxError) -> Error {
+    match e.downcast::<reqwest::Error>() {
+        Ok(e) => transport_error(*e),
+        Err(e) if e.is::<tower::timeout::error::Elapsed>() => {
+            Error::new(ErrorKind::Timeout, "a layer's timeout elapsed").with_source(e)
+        }
+        Err(e) => Error::new(ErrorKind::Transport, "").with_source(e),
+    }
+}
+
+fn strip_url(e: BoxError) -> BoxError {
+    match e.downcast::<reqwest::Error>() {
+        Ok(e) => Box::new(e.without_url()),
+        Err(e) => e,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hop(policy: Redirects, status: u16, method: Method, to: &str) -> Result<Hop, NotFollowed> {
+        let location = HeaderValue::from_str(to).ok();
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FOUND);
+        next_hop(
+            policy,
+            "http://a.example:8080/x/y?secret=1",
+            status,
+            &method,
+            location.as_ref(),
+            0,
+        )
+    }
+
+    #[test]
+    fn redirects_follow_the_policy_and_the_method_rules() {
+        let same = Redirects::default();
+        let h = hop(same, 302, Method::GET, "/z?page=2");
+        assert!(h.as_ref().is_ok_and(|h| h.same_origin
+            && h.url == "http://a.example:8080/z?page=2"
+            && h.method == Method::GET));
+        assert_eq!(
+            hop(same, 302, Method::GET, "http://b.example/").err(),
+            Some(NotFollowed::OtherOrigin)
+        );
+        assert_eq!(
+            hop(same, 302, Method::GET, "https://a.example:8080/").err(),
+            Some(NotFollowed::OtherOrigin),
+            "another scheme is another origin"
+        );
+        assert_eq!(
+            hop(Redirects::none(), 302, Method::GET, "/z").err(),
+            Some(NotFollowed::Policy)
+        );
+        let any = hop(Redirects::any(3), 307, Method::POST, "http://b.example/");
+        assert!(
+            any.as_ref()
+                .is_ok_and(|h| !h.same_origin && h.method == Method::POST && h.keep_body)
+        );
+        let post_302 = hop(same, 302, Method::POST, "/z");
+        assert!(post_302.is_ok_and(|h| h.method == Method::GET && !h.keep_body));
+        let put_303 = hop(same, 303, Method::PUT, "/z");
+        assert!(put_303.is_ok_and(|h| h.method == Method::GET && !h.keep_body));
+        let put_308 = hop(same, 308, Method::PUT, "/z");
+        assert!(put_308.is_ok_and(|h| h.method == Method::PUT && h.keep_body));
+        assert_eq!(
+            hop(same, 302, Method::GET, "ftp://a.example/").err(),
+            Some(NotFollowed::NoLocation)
+        );
+        let limited = next_hop(
+            Redirects::same_origin(2),
+            "http://a.example/",
+            StatusCode::FOUND,
+            &Method::GET,
+            HeaderValue::from_str("/b").ok().as_ref(),
+            2,
+        );
+        assert_eq!(limited.err(), Some(NotFollowed::Limit));
+    }
+}
