@@ -15,6 +15,12 @@ trait Files {
     #[get("/files/{name}.json")]
     async fn json(&self, name: &str) -> Result<(), Error>;
 
+    #[get("/files/{dir}{name}")]
+    async fn joined(&self, dir: &str, name: &str) -> Result<(), Error>;
+
+    #[get("/files/{name}.")]
+    async fn dotted(&self, name: &str) -> Result<(), Error>;
+
     #[post("/files")]
     async fn upload(&self, #[header("X-Checksum")] sum: &str) -> Result<(), Error>;
 
@@ -69,6 +75,33 @@ async fn dot_segments_and_empty_segments_are_refused_before_sending() {
     // Inside a segment, dots are ordinary characters.
     c.json("..").await.expect("`/files/...json` is a fine name");
     assert_eq!(received(&server).await, 1);
+}
+
+/// The defect: `/files/{dir}{name}` called with `(".", ".")` sent `GET /`,
+/// since the URL parser resolves `/files/..`; each value alone was a fine
+/// part of a segment. The finished segment is what is checked.
+#[tokio::test]
+async fn adjacent_placeholders_cannot_make_a_dot_segment_together() {
+    let server = counting_server().await;
+    let c = files(&server);
+    for (dir, name) in [(".", "."), ("", "."), ("", "")] {
+        let err = c.joined(dir, name).await.expect_err("refused");
+        assert!(err.is_invalid_request(), "{dir:?}{name:?}: {err}");
+        assert!(err.to_string().contains("`dir`, `name`"), "{err}");
+    }
+    let err = c.dotted(".").await.expect_err("`.` + `.` is `..`");
+    assert!(err.is_invalid_request(), "{err}");
+    assert_eq!(received(&server).await, 0, "nothing may be sent");
+    c.joined("a", ".").await.expect("`a.` is a name");
+    c.dotted("v1").await.expect("`v1.` is a name");
+    let paths: Vec<String> = server
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .map(|r| r.url.path().to_owned())
+        .collect();
+    assert_eq!(paths, ["/files/a.", "/files/v1."]);
 }
 
 #[tokio::test]

@@ -209,3 +209,47 @@ impl<T> Response<T> {
         (self.status, self.headers, self.body)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, serde::Deserialize, PartialEq)]
+    struct User {
+        id: u64,
+        name: String,
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Any body decodes or fails as a decode error naming the type;
+        /// text decodes exactly when the body is UTF-8; bytes always.
+        #[test]
+        fn any_body_decodes_or_is_a_decode_error(body in prop::collection::vec(any::<u8>(), 0..256)) {
+            let body = Bytes::from(body);
+            let mut headers = HeaderMap::new();
+            match Json::<User>::decode(StatusCode::OK, &mut headers, &body) {
+                Ok(user) => prop_assert_eq!(serde_json::from_slice::<User>(&body).ok(), Some(user)),
+                Err(e) => {
+                    prop_assert_eq!(e.kind(), ErrorKind::Decode);
+                    prop_assert!(e.to_string().contains("User"));
+                }
+            }
+            let text = Text::decode(StatusCode::OK, &mut headers, &body);
+            prop_assert_eq!(text.is_ok(), std::str::from_utf8(&body).is_ok());
+            prop_assert_eq!(RawBytes::decode(StatusCode::OK, &mut headers, &body).ok(), Some(body.clone()));
+            let absent = Opt::<Json<User>>::decode(StatusCode::NOT_FOUND, &mut headers, &body);
+            prop_assert!(matches!(absent, Ok(None)));
+        }
+
+        /// Well-formed JSON of the type always decodes.
+        #[test]
+        fn valid_json_always_decodes(id in any::<u64>(), name in any::<String>()) {
+            let body = Bytes::from(serde_json::json!({ "id": id, "name": name }).to_string());
+            let decoded = Json::<User>::decode(StatusCode::OK, &mut HeaderMap::new(), &body);
+            prop_assert_eq!(decoded.ok(), Some(User { id, name }));
+        }
+    }
+}

@@ -406,4 +406,91 @@ mod tests {
             .unwrap_or_default();
         assert!(e.contains("/nonexistent/courier.toml"), "{e}");
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// TOML-looking lines: real keys and sections with odd values.
+        fn line() -> impl Strategy<Value = String> {
+            let key = prop::sample::select(vec![
+                "timeout",
+                "retry.max_attempts",
+                "retry.backoff",
+                "retry.on",
+                "retry.disabled",
+                "circuit_breaker.window",
+                "circuit_breaker.min_calls",
+                "bulkhead.max_wait",
+                "hedge.delay",
+                "nope",
+                "methods",
+            ]);
+            let value = prop::sample::select(vec![
+                "\"300ms\"",
+                "\"0s\"",
+                "\"99999999999h\"",
+                "3",
+                "-1",
+                "0",
+                "99999999999999999999",
+                "[503, 42]",
+                "[]",
+                "true",
+                "\"1s..10ms\"",
+                "\"a..b\"",
+                "{}",
+                "1.5",
+            ]);
+            prop_oneof![
+                (key, value).prop_map(|(k, v)| format!("{k} = {v}")),
+                prop::sample::select(vec![
+                    "[clients.a]",
+                    "[clients.a.methods.get]",
+                    "[clients.a.methods.get.methods.x]",
+                    "[other]",
+                    "[clients]",
+                ])
+                .prop_map(str::to_owned),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// Any text is a config or a Config error; never a panic.
+            #[test]
+            fn any_text_parses_or_fails_with_a_config_error(text in any::<String>()) {
+                if let Err(e) = Config::from_toml_str(&text) {
+                    prop_assert_eq!(e.kind(), ErrorKind::Config);
+                }
+            }
+
+            /// Plausible files: every error names the source and a key or
+            /// the TOML problem, and every accepted value is in range.
+            #[test]
+            fn plausible_files_parse_or_name_the_problem(lines in prop::collection::vec(line(), 0..8)) {
+                let text = lines.join("\n");
+                match Config::from_toml_str(&text) {
+                    Err(e) => {
+                        prop_assert_eq!(e.kind(), ErrorKind::Config);
+                        prop_assert!(e.to_string().contains("config string"));
+                    }
+                    Ok(config) => {
+                        for client in config.clients.values() {
+                            let levels = std::iter::once(&client.overrides).chain(client.methods.values());
+                            for level in levels {
+                                if let Some(Value::Count(n)) = level.get(crate::spec::Key::RetryMaxAttempts) {
+                                    prop_assert!((1..=10).contains(&n));
+                                }
+                                if let Some(Value::Duration(d)) = level.get(crate::spec::Key::Timeout) {
+                                    prop_assert!(!d.is_zero() && d <= crate::spec::MAX_DURATION);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

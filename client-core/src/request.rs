@@ -109,6 +109,35 @@ impl RequestParts {
         Ok(())
     }
 
+    /// Where the next path segment starts: see [`check_segment`](Self::check_segment).
+    #[inline]
+    pub fn segment_start(&self) -> usize {
+        self.url.len()
+    }
+
+    /// Checks the segment written since `start` (several placeholders, and
+    /// maybe dots, such as `{dir}{name}` or `{name}.`): once complete, it
+    /// must not be empty, `.` or `..`, whatever each value was alone.
+    /// `params` names the placeholders for the error.
+    ///
+    /// # Errors
+    /// An [`ErrorKind::InvalidRequest`](crate::ErrorKind::InvalidRequest)
+    /// naming the parameters.
+    pub fn check_segment(&mut self, start: usize, params: &'static str) -> Result<(), Error> {
+        let segment = self.url.get(start..self.path_end).unwrap_or_default();
+        let dots = segment.replace("%2e", ".").replace("%2E", ".");
+        if matches!(dots.as_str(), "" | "." | "..") {
+            let shown = segment.to_owned();
+            self.url.truncate(start);
+            self.path_end = start;
+            return Err(Error::invalid_request(format!(
+                "path parameters `{params}` together make the segment `{shown}`, which would \
+                 change which resource the path names"
+            )));
+        }
+        Ok(())
+    }
+
     /// Appends one `name=value` query pair, both percent-encoded.
     pub fn push_query(&mut self, name: &str, value: &(impl fmt::Display + ?Sized)) {
         let sep = if self.path_end == self.url.len() {
@@ -245,6 +274,32 @@ mod tests {
         assert!(r.push_path_param("ext", "..", false).is_ok());
     }
 
+    /// The defect: `/files/{dir}{name}` with `(".", ".")` sent `GET /`
+    /// (the URL parser resolved `/files/..`); each value alone was fine.
+    #[test]
+    fn adjacent_placeholders_cannot_make_a_dot_segment_together() {
+        for (a, b) in [(".", "."), ("", "."), ("", ""), (".", "")] {
+            let mut r = RequestParts::new("http://h", 0);
+            r.push_literal("/files/");
+            let start = r.segment_start();
+            assert!(r.push_path_param("dir", a, false).is_ok());
+            assert!(r.push_path_param("name", b, false).is_ok());
+            let err = r.check_segment(start, "dir`, `name").err();
+            let msg = err.map(|e| e.to_string()).unwrap_or_default();
+            assert!(msg.contains("`dir`, `name`"), "{a:?}{b:?}: {msg}");
+        }
+        let mut r = RequestParts::new("http://h", 0);
+        r.push_literal("/files/");
+        let start = r.segment_start();
+        assert!(r.push_path_param("dir", "..", false).is_ok());
+        assert!(r.push_path_param("name", "x", false).is_ok());
+        assert!(
+            r.check_segment(start, "dir`, `name").is_ok(),
+            "`..x` is a name"
+        );
+        assert_eq!(r.path(), "/files/..x");
+    }
+
     #[test]
     fn query_pairs_are_joined_and_encoded() {
         let mut r = RequestParts::new("http://h", 0);
@@ -280,5 +335,101 @@ mod tests {
         );
         let shown = format!("{r:?}");
         assert!(!shown.contains("hunter"), "{shown}");
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn decode(s: &str) -> String {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// Any value of a whole-segment parameter is refused (empty,
+            /// `.`, `..`) or becomes exactly one segment that decodes back
+            /// to the value, and that the URL parser leaves alone.
+            #[test]
+            fn a_path_parameter_is_one_segment_that_decodes_to_itself(value in any::<String>()) {
+                let mut r = RequestParts::new("http://h", 0);
+                r.push_literal("/files/");
+                match r.push_path_param("name", &value, true) {
+                    Err(e) => {
+                        prop_assert!(matches!(value.as_str(), "" | "." | ".."));
+                        prop_assert!(e.to_string().contains("`name`"));
+                    }
+                    Ok(()) => {
+                        let segment = &r.path()["/files/".len()..];
+                        prop_assert!(!segment.contains(['/', '?', '#']));
+                        prop_assert_eq!(decode(segment), value);
+                        let parsed = url::Url::parse(r.url());
+                        prop_assert_eq!(parsed.map(|u| u.path().to_owned()).ok(), Some(r.path().to_owned()));
+                    }
+                }
+            }
+
+            /// Two adjacent parameters (`/{dir}{name}`): the finished
+            /// segment is never a dot segment the parser would resolve.
+            #[test]
+            fn adjacent_parameters_never_make_a_dot_segment(a in "[.a%/]{0,3}", b in "[.a%/]{0,3}") {
+                let mut r = RequestParts::new("http://h", 0);
+                r.push_literal("/files/");
+                let start = r.segment_start();
+                prop_assert!(r.push_path_param("dir", &a, false).is_ok());
+                prop_assert!(r.push_path_param("name", &b, false).is_ok());
+                let joined = format!("{a}{b}");
+                match r.check_segment(start, "dir`, `name") {
+                    Err(_) => prop_assert!(matches!(joined.as_str(), "" | "." | "..")),
+                    Ok(()) => {
+                        let parsed = url::Url::parse(r.url()).map(|u| u.path().to_owned());
+                        prop_assert_eq!(parsed.ok(), Some(r.path().to_owned()));
+                        prop_assert_eq!(decode(&r.path()["/files/".len()..]), joined);
+                    }
+                }
+            }
+
+            /// Any name and value survive the query string exactly.
+            #[test]
+            fn query_pairs_decode_to_what_was_given(pairs in prop::collection::vec((any::<String>(), any::<String>()), 0..4)) {
+                let mut r = RequestParts::new("http://h", 0);
+                r.push_literal("/search");
+                for (name, value) in &pairs {
+                    r.push_query(name, value);
+                }
+                let parsed = url::Url::parse(r.url()).ok();
+                let back: Vec<(String, String)> = parsed
+                    .map(|u| u.query_pairs().into_owned().collect())
+                    .unwrap_or_default();
+                prop_assert_eq!(back, pairs);
+                prop_assert_eq!(r.path(), "/search");
+            }
+
+            /// Any header value is kept byte for byte, or refused without
+            /// being echoed, and never carries a line break or NUL.
+            #[test]
+            fn header_values_are_kept_exactly_or_refused(value in any::<String>()) {
+                let mut r = RequestParts::new("http://h", 0);
+                let name = HeaderName::from_static("x-key");
+                match r.push_header(name, &value) {
+                    Ok(()) => {
+                        let (_, kept) = &r.headers[0];
+                        prop_assert_eq!(kept.as_bytes(), value.as_bytes());
+                        prop_assert!(!value.contains(['\r', '\n', '\0']));
+                    }
+                    Err(e) => {
+                        let shown = e.to_string();
+                        prop_assert!(shown.contains("`x-key`"));
+                        prop_assert!(value.chars().any(|c| c.is_control() && c != '\t'));
+                        if value.len() > 3 && !value.chars().all(char::is_control) {
+                            prop_assert!(!shown.contains(value.as_str()));
+                        }
+                    }
+                }
+            }
+        }
     }
 }

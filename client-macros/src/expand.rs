@@ -201,6 +201,12 @@ fn fill_request(method: &MethodModel) -> Vec<TokenStream> {
     for piece in &method.pieces {
         match piece {
             Piece::Literal(text) => out.push(quote!(__courier_req.push_literal(#text);)),
+            Piece::SegmentStart => {
+                out.push(quote!(let __courier_segment = __courier_req.segment_start();));
+            }
+            Piece::SegmentEnd { params } => out.push(quote! {
+                __courier_req.check_segment(__courier_segment, #params)?;
+            }),
             Piece::Param {
                 name,
                 whole_segment,

@@ -100,6 +100,13 @@ pub(crate) enum Piece {
         /// The placeholder is a whole segment (`/{id}/`).
         whole_segment: bool,
     },
+    /// A segment made of several placeholders (and maybe dots) starts:
+    /// once it is complete, the runtime checks it is not a dot segment.
+    SegmentStart,
+    /// The end of such a segment; `params` names its placeholders.
+    SegmentEnd {
+        params: String,
+    },
 }
 
 /// A parameter and what it becomes in the request.
@@ -437,7 +444,7 @@ impl MethodModel {
                 .collect(),
             verb,
             full_path: format!("{prefix}{}", template.value()),
-            pieces: with_prefix(prefix, pieces),
+            pieces: mark_composite_segments(with_prefix(prefix, pieces)),
             params,
             decoder: decoder.unwrap_or_default(),
             idempotent,
@@ -472,6 +479,81 @@ fn with_prefix(prefix: &str, mut pieces: Vec<Piece>) -> Vec<Piece> {
         _ => pieces.insert(0, Piece::Literal(prefix.to_owned())),
     }
     pieces
+}
+
+/// Wraps every segment that only its placeholders' values decide (several
+/// placeholders, `{dir}{name}`, or placeholders and dots, `{name}.`) in
+/// `SegmentStart`/`SegmentEnd`, so the runtime checks the finished segment:
+/// `(".", ".")` must not make `..`, whatever each value is alone. A segment
+/// with any other literal character can never be a dot segment, and a lone
+/// placeholder is checked on its own.
+fn mark_composite_segments(pieces: Vec<Piece>) -> Vec<Piece> {
+    // Split literals so that every `/` is a piece of its own.
+    let mut items = Vec::new();
+    for piece in pieces {
+        match piece {
+            Piece::Literal(text) => {
+                let mut rest = text.as_str();
+                while let Some(i) = rest.find('/') {
+                    if i > 0 {
+                        items.push(Piece::Literal(rest[..i].to_owned()));
+                    }
+                    items.push(Piece::Literal("/".to_owned()));
+                    rest = &rest[i + 1..];
+                }
+                if !rest.is_empty() {
+                    items.push(Piece::Literal(rest.to_owned()));
+                }
+            }
+            other => items.push(other),
+        }
+    }
+    let mut out: Vec<Piece> = Vec::new();
+    let mut segment: Vec<Piece> = Vec::new();
+    let flush = |segment: &mut Vec<Piece>, out: &mut Vec<Piece>| {
+        let params: Vec<&str> = segment
+            .iter()
+            .filter_map(|p| match p {
+                Piece::Param { name, .. } => Some(name.as_str()),
+                _ => None,
+            })
+            .collect();
+        let only_dots = segment.iter().all(|p| match p {
+            Piece::Literal(text) => text
+                .replace("%2e", ".")
+                .replace("%2E", ".")
+                .chars()
+                .all(|c| c == '.'),
+            _ => true,
+        });
+        let composite = !params.is_empty() && segment.len() > 1 && only_dots;
+        if composite {
+            let params = params.join("`, `");
+            out.push(Piece::SegmentStart);
+            out.append(segment);
+            out.push(Piece::SegmentEnd { params });
+        } else {
+            out.append(segment);
+        }
+    };
+    for item in items {
+        if matches!(&item, Piece::Literal(t) if t == "/") {
+            flush(&mut segment, &mut out);
+            out.push(item);
+        } else {
+            segment.push(item);
+        }
+    }
+    flush(&mut segment, &mut out);
+    // Join adjacent literals back: one push per literal run at run time.
+    let mut joined: Vec<Piece> = Vec::with_capacity(out.len());
+    for piece in out {
+        match (joined.last_mut(), piece) {
+            (Some(Piece::Literal(last)), Piece::Literal(next)) => last.push_str(&next),
+            (_, piece) => joined.push(piece),
+        }
+    }
+    joined
 }
 
 /// `async fn name(&self, …) -> …`, nothing else.
@@ -614,12 +696,22 @@ fn parse_template(template: &str) -> Result<Vec<Piece>, String> {
     if !literal.is_empty() {
         pieces.push(Piece::Literal(literal));
     }
-    for piece in &pieces {
-        if let Piece::Literal(text) = piece
-            && text.split('/').any(|seg| seg == "." || seg == "..")
-        {
-            return Err(format!("the path `{template}` has a `.` or `..` segment"));
-        }
+    // Literal dot segments (a placeholder stands for an unknown, non-dot
+    // part here; segments that placeholders decide are checked at run time).
+    let shape: String = pieces
+        .iter()
+        .map(|piece| match piece {
+            Piece::Literal(text) => text.as_str(),
+            _ => "{}",
+        })
+        .collect();
+    if shape.split('/').any(|seg| {
+        let seg = seg.replace("%2e", ".").replace("%2E", ".");
+        seg == "." || seg == ".."
+    }) {
+        return Err(format!(
+            "the path `{template}` has a `.` or `..` segment (also when written `%2e`)"
+        ));
     }
     Ok(pieces)
 }
@@ -819,7 +911,7 @@ fn parse_params(
 fn placeholder_names(pieces: &[Piece]) -> impl Iterator<Item = &str> {
     pieces.iter().filter_map(|p| match p {
         Piece::Param { name, .. } => Some(name.as_str()),
-        Piece::Literal(_) => None,
+        _ => None,
     })
 }
 

@@ -187,4 +187,35 @@ mod tests {
             Some(Duration::MAX)
         );
     }
+
+    mod properties {
+        use super::*;
+        use crate::policy::deadline::Deadline;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// No value of Retry-After panics, whether parsed or then added
+            /// to a deadline; whole seconds parse as themselves.
+            #[test]
+            fn any_retry_after_parses_or_is_ignored_without_panic(
+                text in any::<String>(),
+                secs in any::<u64>(),
+            ) {
+                let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+                let start = tokio::time::Instant::now();
+                let deadline = Deadline::new(start, Duration::from_secs(10));
+                if let Ok(value) = HeaderValue::from_str(&text)
+                    && let Some(wait) = parse_retry_after(&value, now)
+                {
+                    let _ = deadline.fits(start, wait);
+                }
+                let value = HeaderValue::from_str(&secs.to_string()).ok();
+                let parsed = value.and_then(|v| parse_retry_after(&v, now));
+                prop_assert_eq!(parsed, Some(Duration::from_secs(secs)));
+                let _ = deadline.fits(start, Duration::from_secs(secs));
+            }
+        }
+    }
 }

@@ -51,6 +51,7 @@ struct Shared {
     plans: Mutex<Plans>,
     counts: watch::Sender<Counts>,
     received: Mutex<Vec<Received>>,
+    keep_received: std::sync::atomic::AtomicBool,
     bytes_sent: Arc<AtomicU64>,
 }
 
@@ -72,6 +73,25 @@ struct Plans {
 struct Plan {
     script: VecDeque<Fault>,
     default: Option<Fault>,
+    /// Weighted faults picked at random per request (after the script).
+    mix: Vec<(u32, Fault)>,
+}
+
+impl Plan {
+    fn pick_mixed(&self) -> Option<Fault> {
+        let total: u64 = self.mix.iter().map(|(w, _)| u64::from(*w)).sum();
+        if total == 0 {
+            return None;
+        }
+        let mut ticket = fastrand::u64(..total);
+        for (weight, fault) in &self.mix {
+            if ticket < u64::from(*weight) {
+                return Some(fault.clone());
+            }
+            ticket -= u64::from(*weight);
+        }
+        None
+    }
 }
 
 // ===== impl FaultServer =====
@@ -95,11 +115,13 @@ impl FaultServer {
                 server: Plan {
                     script: VecDeque::new(),
                     default: Some(Fault::default()),
+                    mix: Vec::new(),
                 },
                 paths: HashMap::new(),
             }),
             counts: watch::Sender::new(Counts::default()),
             received: Mutex::new(Vec::new()),
+            keep_received: std::sync::atomic::AtomicBool::new(true),
             bytes_sent: Arc::new(AtomicU64::new(0)),
         });
         let task = tokio::spawn(accept_loop(listener, Arc::clone(&shared)));
@@ -247,6 +269,49 @@ impl FaultServer {
         let _ = counts.wait_for(until).await;
     }
 
+    /// Answers each request (once the server's script is used up) with one
+    /// of `faults`, picked at random by weight: a load of mixed failures,
+    /// for a soak test. A refusal in the mix acts once the request is read,
+    /// as [`Fault::reset_before_headers`]. An empty mix goes back to the
+    /// server's default ([`set`](Self::set)).
+    ///
+    /// ```
+    /// # use courier::testing::{Fault, FaultServer};
+    /// # async fn demo(server: FaultServer) {
+    /// server.mix([
+    ///     (80, Fault::ok("fine")),
+    ///     (10, Fault::status(503)),
+    ///     (10, Fault::reset_before_headers()),
+    /// ]);
+    /// # }
+    /// ```
+    pub fn mix(&self, faults: impl IntoIterator<Item = (u32, Fault)>) {
+        let mix = faults
+            .into_iter()
+            .map(|(w, f)| {
+                let f = if f.is_refusal() {
+                    Fault::reset_before_headers()
+                } else {
+                    f
+                };
+                (w, f)
+            })
+            .collect();
+        self.shared.plans().server.mix = mix;
+    }
+
+    /// Whether to keep every request received for [`received`](Self::received)
+    /// and [`requests_to`](Self::requests_to) (the counts are kept either
+    /// way). Turn it off for long runs, so the server's memory stays flat.
+    ///
+    /// Default is on.
+    pub fn keep_requests(&self, keep: bool) {
+        self.shared.keep_received.store(keep, Ordering::Relaxed);
+        if !keep {
+            self.shared.received().clear();
+        }
+    }
+
     /// Sets the counts of connections, requests and bytes to zero and
     /// forgets the requests received; the plans are kept.
     pub fn reset_counts(&self) {
@@ -391,12 +456,15 @@ impl Shared {
         let plan = &mut plans.server;
         plan.script
             .pop_front()
+            .or_else(|| plan.pick_mixed())
             .or_else(|| plan.default.clone())
             .unwrap_or_default()
     }
 
     fn record(&self, request: Received) {
-        self.received().push(request);
+        if self.keep_received.load(Ordering::Relaxed) {
+            self.received().push(request);
+        }
         self.counts.send_modify(|c| c.requests += 1);
     }
 }
