@@ -55,8 +55,8 @@
 //! attribute macro see the ones after it).
 //!
 //! - `name` (required): the logical service name. It names the service in
-//!   every error, and later serves as discovery key, config key and metrics
-//!   label.
+//!   every error, and is the discovery key and the config key
+//!   (`[clients.<name>]`).
 //! - `path`: a prefix for every method's path (`/api/v1`).
 //! - `url`: a default base URL; the builder's `base_url` overrides it.
 //!

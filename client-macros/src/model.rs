@@ -258,8 +258,7 @@ impl ClientArgs {
                     errors.at(
                         name,
                         "the service name must be non-empty and use only ASCII letters, digits, \
-                         `-`, `_` and `.` (it is a discovery key, a config key and a metrics \
-                         label)",
+                         `-`, `_` and `.` (it is a discovery key and a config key)",
                     );
                 }
             }
