@@ -440,10 +440,17 @@ impl Balancer {
                         .map(|_| self.next.fetch_add(1, Ordering::Relaxed) % n)
                         .find(|&i| usable(&set[i])),
                     Balance::PeakEwma => {
+                        // A second probe draws from the other n - 1, so two
+                        // probes are always distinct.
+                        let draw = |other: Option<usize>| match other {
+                            None => fastrand::usize(..n),
+                            Some(a) => {
+                                let r = fastrand::usize(..n - 1);
+                                if r >= a { r + 1 } else { r }
+                            }
+                        };
                         let probe = |other: Option<usize>| {
-                            (0..PROBES)
-                                .map(|_| fastrand::usize(..n))
-                                .find(|&i| Some(i) != other && usable(&set[i]))
+                            (0..PROBES).map(|_| draw(other)).find(|&i| usable(&set[i]))
                         };
                         match probe(None) {
                             Some(a) => match probe(Some(a)) {
