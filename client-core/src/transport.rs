@@ -338,11 +338,14 @@ impl Incoming {
         }
     }
 
+    /// The body's length, when the response declared it (read from the
+    /// body's size hint, which hyper took from `Content-Length`: no header
+    /// lookup and parse on every call).
     fn declared_length(&self) -> Option<u64> {
-        self.headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
+        match self {
+            Incoming::Reqwest(r) => r.content_length(),
+            Incoming::Http(r) => http_body::Body::size_hint(r.body()).exact(),
+        }
     }
 
     /// The next chunk of the body; `None` at its end.
@@ -429,10 +432,27 @@ impl Settings {
             if hops == 0 {
                 sent.fetch_add(1, Ordering::Relaxed);
             }
-            let mut incoming = self.send(&method, &url, headers, body).await?;
+            // NOTE: requests are built by plain functions and only the
+            // transport's own future is awaited here: an `async fn` taking
+            // the request would keep it twice in the call's future
+            // (rust-lang/rust#62958), which every call pays for in copies.
+            let mut incoming = match &self.transport {
+                Transport::Reqwest(client) => {
+                    let request = Self::reqwest_request(&method, &url, headers, body)?;
+                    let response = client.execute(request).await;
+                    Incoming::Reqwest(response.map_err(transport_error)?)
+                }
+                Transport::Layered(service) => {
+                    let request = Self::http_request(&method, &url, headers, body)?;
+                    // Boxed: the stack's future holds the request until the
+                    // service is ready, and only layered clients pay for it.
+                    let response = Box::pin(service.clone().oneshot(request)).await;
+                    Incoming::Http(response.map_err(layered_error)?)
+                }
+            };
             let status = incoming.status();
             if !status.is_redirection() {
-                return self.receive::<D>(incoming).await;
+                return self.receive::<D>(&mut incoming).await;
             }
             let location = incoming.headers().get(LOCATION);
             match next_hop(self.redirects, &url, status, &method, location, hops) {
@@ -446,59 +466,54 @@ impl Settings {
                     url = Cow::Owned(hop.url);
                 }
                 // `Response<()>` and the like take the 3xx as the answer.
-                Err(_) if D::REDIRECT_IS_VALUE => return self.receive::<D>(incoming).await,
+                Err(_) if D::REDIRECT_IS_VALUE => return self.receive::<D>(&mut incoming).await,
                 Err(why) => return Err(self.unfollowed(&mut incoming, why).await),
             }
         }
     }
 
-    /// Sends one request.
-    async fn send(
-        &self,
+    /// The request for reqwest, built directly (no `http::Request` first).
+    fn reqwest_request(
         method: &Method,
         url: &str,
         headers: HeaderMap,
         body: Option<&Bytes>,
-    ) -> Result<Incoming, Error> {
-        match &self.transport {
-            Transport::Reqwest(client) => {
-                let parsed = url::Url::parse(url).map_err(|e| {
-                    Error::invalid_request("the request URL is not valid").with_source(e)
-                })?;
-                let mut request = reqwest::Request::new(method.clone(), parsed);
-                *request.headers_mut() = headers;
-                if let Some(body) = body {
-                    *request.body_mut() = Some(body.clone().into());
-                }
-                let response = client.execute(request).await.map_err(transport_error)?;
-                Ok(Incoming::Reqwest(response))
-            }
-            Transport::Layered(service) => {
-                let mut request = http::Request::new(Body(body.cloned()));
-                *request.method_mut() = method.clone();
-                *request.uri_mut() = url.parse().map_err(|e| {
-                    Error::invalid_request("the request URL is not valid").with_source(e)
-                })?;
-                *request.headers_mut() = headers;
-                let response = service
-                    .clone()
-                    .oneshot(request)
-                    .await
-                    .map_err(layered_error)?;
-                Ok(Incoming::Http(response))
-            }
+    ) -> Result<reqwest::Request, Error> {
+        let parsed = url::Url::parse(url)
+            .map_err(|e| Error::invalid_request("the request URL is not valid").with_source(e))?;
+        let mut request = reqwest::Request::new(method.clone(), parsed);
+        *request.headers_mut() = headers;
+        if let Some(body) = body {
+            *request.body_mut() = Some(body.clone().into());
         }
+        Ok(request)
+    }
+
+    /// The request for a layered stack.
+    fn http_request(
+        method: &Method,
+        url: &str,
+        headers: HeaderMap,
+        body: Option<&Bytes>,
+    ) -> Result<HttpRequest, Error> {
+        let mut request = http::Request::new(Body(body.cloned()));
+        *request.method_mut() = method.clone();
+        *request.uri_mut() = url
+            .parse()
+            .map_err(|e| Error::invalid_request("the request URL is not valid").with_source(e))?;
+        *request.headers_mut() = headers;
+        Ok(request)
     }
 
     /// Reads the body under the limit and decodes it (a success, or a 404
     /// the return type takes as a value), or makes the status error.
-    async fn receive<D: Decode>(&self, mut incoming: Incoming) -> Result<D::Output, Error> {
+    async fn receive<D: Decode>(&self, incoming: &mut Incoming) -> Result<D::Output, Error> {
         let status = incoming.status();
         let value = status.is_success()
             || (D::NOT_FOUND_IS_VALUE && status == StatusCode::NOT_FOUND)
             || (D::REDIRECT_IS_VALUE && status.is_redirection());
         if !value {
-            return Err(self.status_error(&mut incoming, "").await);
+            return Err(self.status_error(incoming, "").await);
         }
         let limit = self.max_response_bytes;
         if let Some(len) = incoming.declared_length()
@@ -506,11 +521,10 @@ impl Settings {
         {
             return Err(too_large(len.to_string(), limit).with_status(status));
         }
-        let body = read(&mut incoming, limit, false)
+        let body = read(incoming, limit, false)
             .await
             .map_err(|e| e.with_status(status))?;
         let mut headers = std::mem::take(incoming.headers_mut());
-        drop(incoming);
         D::decode(status, &mut headers, &body)
             .map_err(|e| e.with_status(status).with_snippet(&body))
     }

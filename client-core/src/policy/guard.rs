@@ -87,9 +87,15 @@ impl<'a> PolicyCall<'a> {
 
     /// One attempt, admitted and bounded: the guard, then `attempt` cut at
     /// the attempt timeout or the deadline.
+    // NOTE: stages pass the attempt *function* down and only the innermost
+    // one makes the future: an `async fn` keeps a future it is given as an
+    // argument apart from the one it awaits (rust-lang/rust#62958), so
+    // passing futures made every stage double the call's future (4.4 KB
+    // against 1.1 KB).
     #[inline]
-    pub(crate) async fn guarded<T, Fut>(&self, now: Instant, attempt: Fut) -> Result<T, Error>
+    pub(crate) async fn guarded<T, F, Fut>(&self, now: Instant, attempt: &F) -> Result<T, Error>
     where
+        F: Fn() -> Fut,
         Fut: Future<Output = Result<T, Error>>,
     {
         let admitted = self.admit(now).await?;
@@ -101,14 +107,15 @@ impl Admitted<'_> {
     /// Runs `attempt` under the attempt timeout and the deadline, then
     /// records its outcome (and duration since admission) with the breaker.
     #[inline]
-    pub(crate) async fn run<T, Fut>(self, call: &PolicyCall<'_>, attempt: Fut) -> Result<T, Error>
+    pub(crate) async fn run<T, F, Fut>(self, call: &PolicyCall<'_>, attempt: &F) -> Result<T, Error>
     where
+        F: Fn() -> Fut,
         Fut: Future<Output = Result<T, Error>>,
     {
         call.started.fetch_add(1, Ordering::Relaxed);
         let attempt_timeout = call.policy.retry.and_then(|r| r.attempt_timeout);
         let limit = call.deadline.limit(self.since, attempt_timeout);
-        let result = match tokio::time::timeout_at(limit, attempt).await {
+        let result = match tokio::time::timeout_at(limit, attempt()).await {
             Ok(result) => result,
             Err(_) => Err(call.deadline.elapsed(limit, attempt_timeout)),
         };

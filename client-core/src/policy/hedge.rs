@@ -43,7 +43,7 @@ where
     let now = Instant::now();
     let first = call.admit(now).await?;
     let mut racing = FuturesUnordered::new();
-    racing.push(first.run(call, attempt()));
+    racing.push(first.run(call, attempt));
     let mut extra = 0;
     let mut next_hedge = after(now, hedge.delay);
     let mut last_error = None;
@@ -73,7 +73,7 @@ where
                     extra = hedge.max_extra; // budget spent: no more hedges
                     continue; // (the unused admission gives its slots back)
                 }
-                racing.push(admitted.run(call, attempt()));
+                racing.push(admitted.run(call, attempt));
                 extra += 1;
             }
         }

@@ -50,7 +50,7 @@ where
     }
     loop {
         let result = match &policy.hedge {
-            None => call.guarded(now, attempt()).await,
+            None => call.guarded(now, attempt).await,
             // Boxed so the hedging state (a set of racing attempts, a
             // timer) does not grow every call's future, hedged or not.
             Some(hedge) => Box::pin(super::hedge::race(call, hedge, attempt)).await,
