@@ -1,37 +1,80 @@
 //! courier's overhead benchmark: what the resilience costs next to the
-//! network.
+//! network, in throughput and in the client's CPU time per call.
 //!
-//! `cargo bench --bench overhead` (about three minutes), or with
+//! `cargo bench --bench overhead` (about 3.5 minutes), or with
 //! `COURIER_BENCH_QUICK=1` (a few seconds; CI runs it so this never rots, and
 //! does not judge the numbers).
 //!
 //! An in-process hyper server on 127.0.0.1, on its own runtime thread,
 //! answers `GET /users/{id}` with a ~100-byte JSON body and echoes
-//! `POST /users`. Clients run on a separate single-thread runtime. Every
-//! stack makes the same typed call (GET, decode into `User`):
+//! `POST /users`. Every stack makes the same typed call (GET, decode into
+//! `User`):
 //!
-//! 1. raw hyper-util client (the floor),
-//! 2. raw reqwest (the baseline),
-//! 3. courier with every default policy on (deadline, retry with budget,
+//! 0. raw hyper-util client (the floor),
+//! 1. raw reqwest (the baseline),
+//! 2. courier with every default policy on (deadline, retry with budget,
 //!    circuit breaker),
-//! 4. courier with everything on (plus a bulkhead and a fallback),
-//! 5. reqwest-middleware + reqwest-retry (what users would glue together).
+//! 3. courier with everything on (plus a bulkhead and a fallback),
+//! 4. reqwest-middleware + reqwest-retry (what users would glue together).
 //!
-//! Stacks are interleaved round by round (A B C … A B C …) at concurrency 1
-//! and 64, so machine noise hits all alike; the report gives the median and
-//! min–max of requests/s over the rounds, latency percentiles over all
-//! requests, and throughput ratios to raw reqwest and raw hyper.
+//! The clients run on two tokio runtime flavours, each with its own set of
+//! the five stacks (a pooled connection belongs to the runtime that opened
+//! it): a current-thread runtime driven by the main thread, and a
+//! multi-thread runtime with one worker thread, which is how most services
+//! run tokio (its scheduler differs: local and injection queues, a LIFO
+//! slot, a worker that parks and is unparked). Slices are interleaved round
+//! by round (flavour, then concurrency, then stack: A B C … A B C …) at
+//! concurrency 1 and 64, so machine noise hits all alike.
 //!
-//! Then, without I/O: the circuit breaker's closed-state admit + record and
-//! its open-state rejection (ns/call), the whole policy pipeline around an
-//! attempt that answers at once, the same for a 1-method and a 50-method
-//! trait with 200 other clients alive, and allocations per call (a counting
-//! global allocator, counting only on the client thread).
+//! For every slice the report takes:
+//!
+//! - requests/s (median and min–max over the rounds), latency percentiles
+//!   over all requests, and throughput ratios to raw reqwest and raw hyper;
+//! - **client CPU time per call**: user + system time of the client thread
+//!   (`getrusage(RUSAGE_THREAD)`), read at the start and the end of the
+//!   slice, divided by the calls made in it: median and min–max over the
+//!   rounds, the system part's median, and the ratio to raw reqwest taken
+//!   round by round (median and min–max; the two slices of a ratio ran
+//!   seconds apart, so a slow spell of the machine mostly cancels). CPU
+//!   time is what a service pays for the client; requests/s also measure
+//!   the server and the scheduler. The kernel samples the user/system split
+//!   at the tick; their sum is exact. On a shared VM, whole rounds can cost
+//!   3–4× more for every stack (how idle vCPUs wake, other tenants), hence
+//!   medians over interleaved rounds.
+//!
+//! How the client thread is measured, and why it is the whole client: a
+//! slice is one task, spawned on the runtime under test, that reads
+//! `RUSAGE_THREAD` of the thread it runs on, spawns the calling tasks, joins
+//! them, and reads `RUSAGE_THREAD` again. On the current-thread runtime that
+//! thread is the one in `block_on`, which runs every task of the runtime,
+//! its I/O driver and its timers. On the multi-thread runtime it is the one
+//! worker: `block_on` only waits for the slice task (the main thread is not
+//! counted, and does no client work), and with a single worker every task
+//! (hyper's connection tasks included), the I/O driver and the timers run
+//! there. Each calling task checks that it ran on the measured thread, and
+//! the slice panics if not. The server's thread is never counted. (The
+//! alternative, `RUSAGE_SELF` minus the server thread's own
+//! `RUSAGE_THREAD`, would also count the main thread and any blocking-pool
+//! thread, and needs the server to read its usage at the same instants.)
+//! Linux only; elsewhere the CPU columns read "n/a".
+//!
+//! Then, on the current-thread runtime, without I/O: the circuit breaker's
+//! closed-state admit + record and its open-state rejection (ns/call), the
+//! whole policy pipeline around an attempt that answers at once, the same
+//! for a 1-method and a 50-method trait with 200 other clients alive, and
+//! allocations per call (a counting global allocator, counting only on the
+//! client thread).
 //!
 //! The pipeline lines use `courier::__private` (hidden, unstable API) to run
 //! a method's policies around a closure; nothing else here does.
+//!
+//! Knobs: `COURIER_BENCH_ROUNDS=<n>`, `COURIER_BENCH_SLICE_MS=<ms>`,
+//! `COURIER_BENCH_STACKS=1,2` (ratios need 0 and 1),
+//! `COURIER_BENCH_CONCURRENCY=1,64`, `COURIER_BENCH_FLAVOR=current,multi`.
+//! The profile mode (`COURIER_BENCH_STACK`, see `profile_one`) makes a fixed
+//! number of calls for callgrind or strace.
 
-#![allow(unsafe_code)] // the counting allocator below
+#![allow(unsafe_code)] // the counting allocator and `getrusage` below
 #![allow(missing_docs)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -305,24 +348,152 @@ fn stacks(addr: SocketAddr) -> Vec<Arc<Stack>> {
     ]
 }
 
+// ===== client CPU time =====
+
+/// CPU time a thread has used so far.
+#[derive(Clone, Copy)]
+struct Cpu {
+    user: Duration,
+    sys: Duration,
+}
+
+/// User and system CPU time of the calling thread, or `None` where
+/// `RUSAGE_THREAD` does not exist.
+#[cfg(target_os = "linux")]
+fn thread_cpu() -> Option<Cpu> {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::uninit();
+    // SAFETY: `usage` is valid for writes of one `rusage`, which is all
+    // `getrusage` writes; `RUSAGE_THREAD` is a valid `who` on Linux (since
+    // 2.6.26) and reports the calling thread only. A return of 0 means the
+    // kernel filled the whole struct, so `assume_init` reads initialised
+    // plain integers; on error we return before reading it.
+    let usage = unsafe {
+        if libc::getrusage(libc::RUSAGE_THREAD, usage.as_mut_ptr()) != 0 {
+            return None;
+        }
+        usage.assume_init()
+    };
+    let time = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64)
+    };
+    Some(Cpu {
+        user: time(usage.ru_utime),
+        sys: time(usage.ru_stime),
+    })
+}
+
+#[cfg(not(target_os = "linux"))]
+fn thread_cpu() -> Option<Cpu> {
+    None
+}
+
+// ===== runtimes =====
+
+/// The tokio runtime flavour the clients run on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Flavor {
+    /// `new_current_thread`, driven by the main thread's `block_on`.
+    Current,
+    /// `new_multi_thread` with one worker thread.
+    Multi,
+}
+
+impl Flavor {
+    fn name(self) -> &'static str {
+        match self {
+            Flavor::Current => "current-thread runtime",
+            Flavor::Multi => "multi-thread runtime, 1 worker",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Flavor> {
+        match text.trim() {
+            "current" => Some(Flavor::Current),
+            "multi" => Some(Flavor::Multi),
+            _ => None,
+        }
+    }
+
+    fn runtime(self) -> tokio::runtime::Runtime {
+        let mut builder = match self {
+            Flavor::Current => tokio::runtime::Builder::new_current_thread(),
+            Flavor::Multi => {
+                let mut b = tokio::runtime::Builder::new_multi_thread();
+                b.worker_threads(1).thread_name("bench-client");
+                b
+            }
+        };
+        builder.enable_all().build().expect("client runtime")
+    }
+}
+
+/// Runs `f` as a task of `rt` and waits for it. On a current-thread
+/// runtime the task runs on this thread; on a multi-thread runtime with one
+/// worker, on that worker (this thread only waits).
+fn run_on<F>(rt: &tokio::runtime::Runtime, f: F) -> F::Output
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    rt.block_on(rt.spawn(f)).expect("benchmark task panicked")
+}
+
 // ===== load rounds =====
 
 #[derive(Default)]
 struct Samples {
     /// Requests per second, one entry per round.
     rps: Vec<f64>,
+    /// Client CPU time (user + sys) per call in µs, one entry per round
+    /// (NaN where it could not be read, so rounds stay aligned).
+    cpu_us: Vec<f64>,
+    /// The system part of `cpu_us`.
+    sys_us: Vec<f64>,
     /// Latency of every successful request, in nanoseconds.
     latencies: Vec<u64>,
     errors: u64,
 }
 
-async fn round(stack: &Arc<Stack>, concurrency: usize, length: Duration, into: &mut Samples) {
+impl Samples {
+    fn add(&mut self, slice: Slice) {
+        let calls = slice.latencies.len() as u64 + slice.errors;
+        self.rps
+            .push(slice.latencies.len() as f64 / slice.wall.as_secs_f64());
+        let per_call = |d: Option<Duration>| match d {
+            Some(d) if calls > 0 => d.as_secs_f64() * 1e6 / calls as f64,
+            _ => f64::NAN,
+        };
+        self.cpu_us
+            .push(per_call(slice.cpu.map(|c| c.user + c.sys)));
+        self.sys_us.push(per_call(slice.cpu.map(|c| c.sys)));
+        self.latencies.extend(slice.latencies);
+        self.errors += slice.errors;
+    }
+}
+
+/// What one slice (one stack, one concurrency, one round) measured.
+struct Slice {
+    /// Latency of every successful request, in nanoseconds.
+    latencies: Vec<u64>,
+    errors: u64,
+    wall: Duration,
+    /// CPU time the client thread used during the slice.
+    cpu: Option<Cpu>,
+}
+
+/// `concurrency` tasks calling `stack` back to back for `length`. Spawn it
+/// on the runtime under test (`run_on`): the CPU time is read on the thread
+/// it runs on, which must be the one running every client task.
+async fn round(stack: Arc<Stack>, concurrency: usize, length: Duration) -> Slice {
+    let thread = std::thread::current().id();
+    let cpu_start = thread_cpu();
     let start = Instant::now();
     let end = start + length;
     let mut tasks = tokio::task::JoinSet::new();
     for t in 0..concurrency {
-        let stack = Arc::clone(stack);
+        let stack = Arc::clone(&stack);
         tasks.spawn(async move {
+            let mut on_thread = std::thread::current().id() == thread;
             let mut latencies = Vec::with_capacity(1 << 14);
             let mut errors = 0u64;
             let mut id = t as u64 * 1_000_000;
@@ -338,18 +509,36 @@ async fn round(stack: &Arc<Stack>, concurrency: usize, length: Duration, into: &
                 }
                 id += 1;
             }
-            (latencies, errors)
+            on_thread &= std::thread::current().id() == thread;
+            (latencies, errors, on_thread)
         });
     }
-    let mut done = 0u64;
+    let mut slice = Slice {
+        latencies: Vec::new(),
+        errors: 0,
+        wall: Duration::ZERO,
+        cpu: None,
+    };
     while let Some(joined) = tasks.join_next().await {
-        if let Ok((latencies, errors)) = joined {
-            done += latencies.len() as u64;
-            into.latencies.extend(latencies);
-            into.errors += errors;
+        if let Ok((latencies, errors, on_thread)) = joined {
+            // NOTE: the CPU time below is only the client's if every task
+            // ran on this thread; one worker (or the block_on thread) ensures it.
+            assert!(on_thread, "a client task ran off the measured thread");
+            slice.latencies.extend(latencies);
+            slice.errors += errors;
         }
     }
-    into.rps.push(done as f64 / start.elapsed().as_secs_f64());
+    slice.wall = start.elapsed();
+    let cpu_end = thread_cpu();
+    assert!(
+        std::thread::current().id() == thread,
+        "the slice moved to another thread"
+    );
+    slice.cpu = cpu_start.zip(cpu_end).map(|(a, b)| Cpu {
+        user: b.user.saturating_sub(a.user),
+        sys: b.sys.saturating_sub(a.sys),
+    });
+    slice
 }
 
 fn percentile(sorted: &[u64], p: f64) -> f64 {
@@ -361,12 +550,17 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 }
 
 fn median(values: &[f64]) -> f64 {
-    let mut v = values.to_vec();
+    spread(values).0
+}
+
+/// Median, min and max of the values that are not NaN; NaN for none.
+fn spread(values: &[f64]) -> (f64, f64, f64) {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| !x.is_nan()).collect();
     v.sort_by(f64::total_cmp);
-    if v.is_empty() {
-        return f64::NAN;
+    match (v.first(), v.last()) {
+        (Some(&lo), Some(&hi)) => (v[v.len() / 2], lo, hi),
+        _ => (f64::NAN, f64::NAN, f64::NAN),
     }
-    v[v.len() / 2]
 }
 
 // ===== micro-benchmarks =====
@@ -468,29 +662,39 @@ async fn pipeline<C: ClientSpec>(client: &C, index: usize, n: u64) -> (f64, f64)
 // ===== main =====
 
 /// `COURIER_BENCH_STACK=<0..4> COURIER_BENCH_CALLS=<n>`: make `n` calls on
-/// one stack (`COURIER_BENCH_CONCURRENCY` at a time, default 1) and exit; for instruction counts under
-/// `valgrind --tool=callgrind`, which are repeatable on a noisy machine.
-/// Run twice with different `n`; the difference over the difference in
-/// calls is the instructions per call (client and server threads).
+/// one stack (`COURIER_BENCH_CONCURRENCY` at a time, default 1; on
+/// `COURIER_BENCH_FLAVOR=current|multi`, default current) and exit; for
+/// instruction counts under `valgrind --tool=callgrind --separate-threads=yes`,
+/// which are repeatable on a noisy machine, or syscall counts under
+/// `strace -f`. Run twice with different `n`; the difference over the
+/// difference in calls is the cost per call. The client thread is the main
+/// thread on the current-thread runtime, the `bench-client` worker on the
+/// multi-thread one; the server is the `bench-server` thread.
 fn profile_one(stack: usize, calls: u64) {
+    let flavor = match std::env::var("COURIER_BENCH_FLAVOR") {
+        Ok(text) => Flavor::parse(&text).expect("COURIER_BENCH_FLAVOR is current or multi"),
+        Err(_) => Flavor::Current,
+    };
+    let concurrency: u64 = std::env::var("COURIER_BENCH_CONCURRENCY")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1)
+        .max(1);
     let addr = start_server();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("client runtime");
-    rt.block_on(async {
-        let stacks = stacks(addr);
-        let Some(stack) = stacks.get(stack) else {
-            eprintln!("no stack {stack}: 0 to {}", stacks.len() - 1);
-            return;
-        };
-        let concurrency: u64 = std::env::var("COURIER_BENCH_CONCURRENCY")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(1);
+    let rt = flavor.runtime();
+    let stacks = {
+        let _runtime = rt.enter();
+        stacks(addr)
+    };
+    let Some(stack) = stacks.get(stack).cloned() else {
+        eprintln!("no stack {stack}: 0 to {}", stacks.len() - 1);
+        return;
+    };
+    let name = stack.name();
+    let failed = run_on(&rt, async move {
         let mut tasks = tokio::task::JoinSet::new();
         for t in 0..concurrency {
-            let stack = Arc::clone(stack);
+            let stack = Arc::clone(&stack);
             tasks.spawn(async move {
                 let mut failed = 0u64;
                 for id in (t..calls).step_by(concurrency as usize) {
@@ -505,8 +709,64 @@ fn profile_one(stack: usize, calls: u64) {
         while let Some(done) = tasks.join_next().await {
             failed += done.unwrap_or(0);
         }
-        println!("{}: {calls} calls, {failed} failed", stack.name());
+        failed
     });
+    println!("{name} ({}): {calls} calls, {failed} failed", flavor.name());
+}
+
+/// The load-round results of one runtime flavour at one concurrency, one
+/// `Samples` per stack.
+fn report(flavor: Flavor, concurrency: usize, stacks: &[Arc<Stack>], results: &mut [Samples]) {
+    println!("### {}, concurrency {concurrency}\n", flavor.name());
+    println!(
+        "| stack | req/s median (min–max) | vs reqwest | vs hyper | client CPU µs/call \
+         median (min–max) | of which sys | CPU vs reqwest, per round: median (min–max) \
+         | p50 µs | p99 µs | p99.9 µs |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    let position = |name: &str| stacks.iter().position(|s| s.name() == name);
+    let med_rps = |name: &str| position(name).map_or(f64::NAN, |s| median(&results[s].rps));
+    let (hyper_rps, reqwest_rps) = (med_rps("raw hyper-util"), med_rps("raw reqwest"));
+    // CPU ratios are paired by round: the two slices of a round ran seconds
+    // apart, so a slow spell of the machine mostly cancels out.
+    let reqwest_cpu: Vec<f64> =
+        position("raw reqwest").map_or_else(Vec::new, |s| results[s].cpu_us.clone());
+    for (stack, samples) in stacks.iter().zip(results.iter_mut()) {
+        samples.latencies.sort_unstable();
+        let (m, lo, hi) = spread(&samples.rps);
+        let (cpu_m, cpu_lo, cpu_hi) = spread(&samples.cpu_us);
+        let ratios: Vec<f64> = samples
+            .cpu_us
+            .iter()
+            .zip(&reqwest_cpu)
+            .map(|(ours, theirs)| ours / theirs)
+            .collect();
+        let (ratio_m, ratio_lo, ratio_hi) = spread(&ratios);
+        let cpu_text = if cpu_m.is_nan() {
+            "n/a | n/a | n/a".to_owned()
+        } else {
+            format!(
+                "{cpu_m:.2} ({cpu_lo:.2}–{cpu_hi:.2}) | {:.2} | {ratio_m:.3}× \
+                 ({ratio_lo:.2}–{ratio_hi:.2})",
+                median(&samples.sys_us),
+            )
+        };
+        println!(
+            "| {} | {m:.0} ({lo:.0}–{hi:.0}) | {:.3}× | {:.3}× | {cpu_text} | {:.1} | {:.1} | {:.1} |{}",
+            stack.name(),
+            m / reqwest_rps,
+            m / hyper_rps,
+            percentile(&samples.latencies, 0.5),
+            percentile(&samples.latencies, 0.99),
+            percentile(&samples.latencies, 0.999),
+            if samples.errors > 0 {
+                format!(" {} errors", samples.errors)
+            } else {
+                String::new()
+            }
+        );
+    }
+    println!();
 }
 
 fn main() {
@@ -521,105 +781,111 @@ fn main() {
         return profile_one(stack, calls);
     }
     let quick = std::env::var_os("COURIER_BENCH_QUICK").is_some();
-    let (mut rounds, length, micro_n) = if quick {
-        (1, Duration::from_millis(200), 200_000)
+    // Full: 7 rounds × 1.5 s × 5 stacks × 2 concurrencies × 2 flavours ≈
+    // 3.5 min of load, plus warm-up and the sections without I/O.
+    let (mut rounds, mut length, micro_n) = if quick {
+        (1, Duration::from_millis(100), 200_000)
     } else {
-        (5, Duration::from_secs(2), 20_000_000)
+        (7, Duration::from_millis(1500), 20_000_000)
     };
-    if let Some(n) = std::env::var("COURIER_BENCH_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-    {
+    let number = |var: &str| -> Option<u64> { std::env::var(var).ok()?.trim().parse().ok() };
+    if let Some(n) = number("COURIER_BENCH_ROUNDS") {
         rounds = n;
     }
-    let addr = start_server();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("client runtime");
-    println!(
-        "courier overhead benchmark ({} mode): {rounds} round(s) of {length:?} per stack and \
-         concurrency, interleaved; server {addr} on its own thread, clients on one thread\n",
-        if quick { "quick" } else { "full" }
+    if let Some(ms) = number("COURIER_BENCH_SLICE_MS") {
+        length = Duration::from_millis(ms);
+    }
+    // Knobs for digging into one case: COURIER_BENCH_STACKS=1,2 keeps
+    // those stacks (ratios need 0 and 1), COURIER_BENCH_CONCURRENCY=64,
+    // COURIER_BENCH_FLAVOR=multi.
+    let list = |var: &str| -> Option<Vec<String>> {
+        let text = std::env::var(var).ok()?;
+        Some(text.split(',').map(|n| n.trim().to_owned()).collect())
+    };
+    let numbers = |var: &str| -> Option<Vec<usize>> {
+        Some(list(var)?.iter().filter_map(|n| n.parse().ok()).collect())
+    };
+    let filtered = std::env::var_os("COURIER_BENCH_STACKS").is_some();
+    let keep = numbers("COURIER_BENCH_STACKS");
+    let concurrencies = numbers("COURIER_BENCH_CONCURRENCY").unwrap_or_else(|| vec![1, 64]);
+    let flavors: Vec<Flavor> = list("COURIER_BENCH_FLAVOR").map_or_else(
+        || vec![Flavor::Current, Flavor::Multi],
+        |names| names.iter().filter_map(|n| Flavor::parse(n)).collect(),
     );
 
-    rt.block_on(async {
-        // Knobs for digging into one case: COURIER_BENCH_STACKS=1,2 keeps
-        // those stacks (ratios need 0 and 1), COURIER_BENCH_CONCURRENCY=64.
-        let list = |var: &str| -> Option<Vec<usize>> {
-            let text = std::env::var(var).ok()?;
-            Some(text.split(',').filter_map(|n| n.trim().parse().ok()).collect())
-        };
-        let mut stacks = stacks(addr);
-        let filtered = std::env::var_os("COURIER_BENCH_STACKS").is_some();
-        if let Some(keep) = list("COURIER_BENCH_STACKS") {
-            let mut i = 0;
-            stacks.retain(|_| {
-                i += 1;
-                keep.contains(&(i - 1))
-            });
+    let addr = start_server();
+    println!(
+        "courier overhead benchmark ({} mode): {rounds} round(s) of {length:?} per flavour, \
+         concurrency and stack, interleaved; server {addr} on its own thread; clients on a \
+         current-thread runtime (the main thread) and on a multi-thread runtime with one worker\n",
+        if quick { "quick" } else { "full" }
+    );
+    // Each flavour has its own runtime and its own clients: a pooled
+    // connection is a task of the runtime that opened it.
+    let runtimes: Vec<(Flavor, tokio::runtime::Runtime, Vec<Arc<Stack>>)> = flavors
+        .iter()
+        .map(|&flavor| {
+            let rt = flavor.runtime();
+            let mut stacks = {
+                let _runtime = rt.enter();
+                stacks(addr)
+            };
+            if let Some(keep) = &keep {
+                let mut i = 0;
+                stacks.retain(|_| {
+                    i += 1;
+                    keep.contains(&(i - 1))
+                });
+            }
+            (flavor, rt, stacks)
+        })
+        .collect();
+    // results[flavour][concurrency][stack]
+    let mut results: Vec<Vec<Vec<Samples>>> = runtimes
+        .iter()
+        .map(|(_, _, stacks)| {
+            concurrencies
+                .iter()
+                .map(|_| stacks.iter().map(|_| Samples::default()).collect())
+                .collect()
+        })
+        .collect();
+    // Warm-up: connections for 64 concurrent calls on every stack.
+    for (_, rt, stacks) in &runtimes {
+        for stack in stacks {
+            run_on(rt, round(Arc::clone(stack), 64, Duration::from_millis(100)));
         }
-        let concurrencies = list("COURIER_BENCH_CONCURRENCY").unwrap_or_else(|| vec![1, 64]);
-        let mut results: Vec<Vec<Samples>> = concurrencies
-            .iter()
-            .map(|_| stacks.iter().map(|_| Samples::default()).collect())
-            .collect();
-        // Warm-up: connections for 64 concurrent calls on every stack.
-        for stack in &stacks {
-            let mut scratch = Samples::default();
-            round(stack, 64, Duration::from_millis(100), &mut scratch).await;
-        }
-        for _ in 0..rounds {
+    }
+    for _ in 0..rounds {
+        for (f, (_, rt, stacks)) in runtimes.iter().enumerate() {
             for (c, &concurrency) in concurrencies.iter().enumerate() {
                 for (s, stack) in stacks.iter().enumerate() {
-                    round(stack, concurrency, length, &mut results[c][s]).await;
+                    let slice = run_on(rt, round(Arc::clone(stack), concurrency, length));
+                    results[f][c][s].add(slice);
                 }
             }
         }
-        for (c, concurrency) in concurrencies.iter().enumerate() {
-            println!("### Concurrency {concurrency}\n");
-            println!(
-                "| stack | req/s median (min–max) | p50 µs | p99 µs | p99.9 µs | vs reqwest | vs hyper |"
-            );
-            println!("|---|---|---|---|---|---|---|");
-            let med = |name: &str| {
-                stacks
-                    .iter()
-                    .position(|s| s.name() == name)
-                    .map_or(f64::NAN, |s| median(&results[c][s].rps))
-            };
-            let (hyper_rps, reqwest_rps) = (med("raw hyper-util"), med("raw reqwest"));
-            for (s, stack) in stacks.iter().enumerate() {
-                let samples = &mut results[c][s];
-                samples.latencies.sort_unstable();
-                let (lo, hi) = samples
-                    .rps
-                    .iter()
-                    .fold((f64::MAX, f64::MIN), |(lo, hi), r| (lo.min(*r), hi.max(*r)));
-                let m = median(&samples.rps);
-                println!(
-                    "| {} | {:.0} ({:.0}–{:.0}) | {:.1} | {:.1} | {:.1} | {:.3}× | {:.3}× |{}",
-                    stack.name(),
-                    m,
-                    lo,
-                    hi,
-                    percentile(&samples.latencies, 0.5),
-                    percentile(&samples.latencies, 0.99),
-                    percentile(&samples.latencies, 0.999),
-                    m / reqwest_rps,
-                    m / hyper_rps,
-                    if samples.errors > 0 {
-                        format!(" {} errors", samples.errors)
-                    } else {
-                        String::new()
-                    }
-                );
-            }
-            println!();
+    }
+    for (f, (flavor, _, stacks)) in runtimes.iter().enumerate() {
+        for (c, &concurrency) in concurrencies.iter().enumerate() {
+            report(*flavor, concurrency, stacks, &mut results[f][c]);
         }
+    }
 
-        if filtered {
-            return; // the sections below need every stack
+    if filtered {
+        return; // the sections below need every stack
+    }
+    // The sections below count allocations on this thread: they run on a
+    // current-thread runtime of their own, driven from here, with fresh
+    // clients (connected by a few calls first).
+    drop(runtimes);
+    let rt = Flavor::Current.runtime();
+    rt.block_on(async {
+        let stacks = stacks(addr);
+        for stack in &stacks {
+            for id in 0..10 {
+                black_box(stack.get(id).await);
+            }
         }
         println!("### Allocations per call (client thread only)\n");
         println!("| stack | GET allocations/call |");
@@ -739,13 +1005,20 @@ fn main() {
         );
         drop(crowd);
 
-        for (n, kind) in [1usize, 10, 1000]
-            .into_iter()
-            .flat_map(|n| [(n, courier::Balance::PeakEwma), (n, courier::Balance::RoundRobin)])
-        {
+        for (n, kind) in [1usize, 10, 1000].into_iter().flat_map(|n| {
+            [
+                (n, courier::Balance::PeakEwma),
+                (n, courier::Balance::RoundRobin),
+            ]
+        }) {
             let balancer = courier::__private::Balancer::new("bench", kind, Default::default());
             let instances: Vec<courier::Instance> = (0..n)
-                .map(|i| courier::Instance::new(format!("i{i}"), format!("http://10.0.{}.{}:80", i / 250, i % 250)))
+                .map(|i| {
+                    courier::Instance::new(
+                        format!("i{i}"),
+                        format!("http://10.0.{}.{}:80", i / 250, i % 250),
+                    )
+                })
                 .collect();
             balancer.update(&instances);
             let now = tokio::time::Instant::now();
