@@ -28,6 +28,7 @@ use crate::observe::{Event, EventSink};
 use crate::policy::budget::RetryBudget;
 use crate::policy::bulkhead::Bulkhead;
 use crate::policy::circuit::CircuitBreaker;
+use crate::policy::deadline::{Watch, WatchHandle};
 use crate::policy::fallback::Fallback;
 use crate::policy::{MethodPolicy, defaults};
 use crate::request::header_value;
@@ -502,6 +503,7 @@ impl<C: ClientSpec> ClientBuilder<C> {
                 .budget
                 .map(|(ratio, min)| RetryBudget::new(ratio, min, defaults::BUDGET_WINDOW)),
             events: self.events,
+            watch: WatchHandle(Watch::new()),
         };
         Ok(C::from_runtime(Runtime::new(
             shared,

@@ -15,8 +15,6 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use tokio::time::Instant;
-
 use crate::Error;
 use crate::client::{MethodRuntime, Shared, Target};
 use crate::codec::Decode;
@@ -55,7 +53,8 @@ impl<'a> MethodCall<'a> {
             m.breaker.as_ref(),
             m.bulkhead.as_ref(),
             self.shared.budget.as_ref(),
-            Instant::now(),
+            &self.shared.watch.0,
+            crate::clock::now(),
         )
     }
 
@@ -178,6 +177,7 @@ mod tests {
             },
             budget: None,
             events: EventSink::none(),
+            watch: crate::policy::deadline::WatchHandle(crate::policy::deadline::Watch::new()),
         };
         let m = MethodRuntime {
             def: &DEF,

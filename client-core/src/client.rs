@@ -21,6 +21,7 @@ use crate::policy::MethodPolicy;
 use crate::policy::budget::RetryBudget;
 use crate::policy::bulkhead::Bulkhead;
 use crate::policy::circuit::CircuitBreaker;
+use crate::policy::deadline::WatchHandle;
 use crate::policy::fallback::Fallback;
 use crate::spec::{ClientDef, MethodDef};
 use crate::transport;
@@ -68,6 +69,8 @@ pub(crate) struct Shared {
     pub(crate) transport: transport::Settings,
     pub(crate) budget: Option<RetryBudget>,
     pub(crate) events: EventSink,
+    /// Cuts attempts at their limits: one timer for the client.
+    pub(crate) watch: WatchHandle,
 }
 
 /// Where a client's calls go: one base URL, or instances from discovery.

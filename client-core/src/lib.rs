@@ -37,6 +37,7 @@ pub mod balance;
 pub mod builder;
 mod call;
 mod client;
+mod clock;
 pub mod codec;
 pub mod config;
 pub mod discovery;

@@ -338,41 +338,122 @@ impl Incoming {
         }
     }
 
-    /// The body's length, when the response declared it (read from the
-    /// body's size hint, which hyper took from `Content-Length`: no header
-    /// lookup and parse on every call).
+    /// Reads the body, at most `limit` bytes. Over the limit: an error,
+    /// or with `cut`, the bytes read so far. One match, then a loop made
+    /// for each kind of response (the chunks are collected by [`Collect`]).
+    async fn read(&mut self, limit: usize, cut: bool) -> Result<Bytes, Error> {
+        let mut collect = Collect::new(limit, cut, self.declared_length());
+        match self {
+            Incoming::Reqwest(r) => {
+                while let Some(chunk) = reqwest_chunk(r).await? {
+                    if let Some(done) = collect.push(chunk)? {
+                        return Ok(done);
+                    }
+                }
+            }
+            Incoming::Http(r) => {
+                while let Some(chunk) = http_chunk(r).await? {
+                    if let Some(done) = collect.push(chunk)? {
+                        return Ok(done);
+                    }
+                }
+            }
+        }
+        Ok(collect.finish())
+    }
+
+    /// The body's length, when the response declared it (from the body's
+    /// size hint, which hyper took from `Content-Length`: no header lookup
+    /// and parse on every call).
     fn declared_length(&self) -> Option<u64> {
         match self {
             Incoming::Reqwest(r) => r.content_length(),
             Incoming::Http(r) => http_body::Body::size_hint(r.body()).exact(),
         }
     }
+}
 
-    /// The next chunk of the body; `None` at its end.
-    async fn chunk(&mut self) -> Result<Option<Bytes>, Error> {
-        match self {
-            Incoming::Reqwest(r) => r.chunk().await.map_err(|e| {
-                let kind = if e.is_timeout() {
-                    ErrorKind::Timeout
-                } else {
-                    ErrorKind::Body
-                };
-                Error::new(kind, "the response body broke off").with_source(e.without_url())
-            }),
-            Incoming::Http(r) => loop {
-                match r.body_mut().frame().await {
-                    None => return Ok(None),
-                    Some(Ok(frame)) => match frame.into_data() {
-                        Ok(data) => return Ok(Some(data)),
-                        Err(_) => continue, // trailers
-                    },
-                    Some(Err(e)) => {
-                        return Err(Error::new(ErrorKind::Body, "the response body broke off")
-                            .with_source(strip_url(e)));
-                    }
-                }
+async fn reqwest_chunk(r: &mut reqwest::Response) -> Result<Option<Bytes>, Error> {
+    r.chunk().await.map_err(|e| {
+        let kind = if e.is_timeout() {
+            ErrorKind::Timeout
+        } else {
+            ErrorKind::Body
+        };
+        Error::new(kind, "the response body broke off").with_source(e.without_url())
+    })
+}
+
+async fn http_chunk(r: &mut HttpResponse) -> Result<Option<Bytes>, Error> {
+    loop {
+        match r.body_mut().frame().await {
+            None => return Ok(None),
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => return Ok(Some(data)),
+                Err(_) => continue, // trailers
             },
+            Some(Err(e)) => {
+                return Err(Error::new(ErrorKind::Body, "the response body broke off")
+                    .with_source(strip_url(e)));
+            }
         }
+    }
+}
+
+/// Collects a body's chunks under a limit. A body that arrives in one chunk
+/// is returned without a copy.
+struct Collect {
+    limit: usize,
+    cut: bool,
+    hint: usize,
+    first: Option<Bytes>,
+    rest: BytesMut,
+}
+
+impl Collect {
+    fn new(limit: usize, cut: bool, declared: Option<u64>) -> Self {
+        Collect {
+            limit,
+            cut,
+            hint: declared.map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX)),
+            first: None,
+            rest: BytesMut::new(),
+        }
+    }
+
+    /// Adds a chunk; `Some` when reading must stop here with that body
+    /// (cut at the limit).
+    ///
+    /// # Errors
+    /// Over the limit without `cut`.
+    fn push(&mut self, chunk: Bytes) -> Result<Option<Bytes>, Error> {
+        let limit = self.limit;
+        let so_far = self.first.as_ref().map_or(0, Bytes::len) + self.rest.len();
+        if so_far + chunk.len() > limit {
+            if !self.cut {
+                return Err(too_large(format!("more than {limit}"), limit));
+            }
+            let mut kept = BytesMut::with_capacity(limit);
+            kept.extend_from_slice(self.first.as_deref().unwrap_or_default());
+            kept.extend_from_slice(&self.rest);
+            kept.extend_from_slice(&chunk[..limit - so_far]);
+            return Ok(Some(kept.freeze()));
+        }
+        match self.first.take() {
+            None if self.rest.is_empty() => self.first = Some(chunk),
+            None => self.rest.extend_from_slice(&chunk),
+            Some(earlier) => {
+                self.rest
+                    .reserve((earlier.len() + chunk.len()).max(self.hint.min(limit)));
+                self.rest.extend_from_slice(&earlier);
+                self.rest.extend_from_slice(&chunk);
+            }
+        }
+        Ok(None)
+    }
+
+    fn finish(self) -> Bytes {
+        self.first.unwrap_or_else(|| self.rest.freeze())
     }
 }
 
@@ -521,7 +602,8 @@ impl Settings {
         {
             return Err(too_large(len.to_string(), limit).with_status(status));
         }
-        let body = read(incoming, limit, false)
+        let body = incoming
+            .read(limit, false)
             .await
             .map_err(|e| e.with_status(status))?;
         let mut headers = std::mem::take(incoming.headers_mut());
@@ -544,7 +626,7 @@ impl Settings {
         };
         // A body that breaks off only shortens the snippet: the status is
         // the answer.
-        let body = read(incoming, limit, true).await.unwrap_or_default();
+        let body = incoming.read(limit, true).await.unwrap_or_default();
         Error::new(
             ErrorKind::Status,
             format!("service answered {status}{note}"),
@@ -576,42 +658,6 @@ fn too_large(len: String, limit: usize) -> Error {
         ),
     )
     .too_large()
-}
-
-/// Reads the body, at most `limit` bytes. Over the limit: an error, or with
-/// `cut`, the bytes read so far.
-///
-/// A body that arrives in one chunk is returned without a copy.
-async fn read(incoming: &mut Incoming, limit: usize, cut: bool) -> Result<Bytes, Error> {
-    let hint = incoming.declared_length().map_or(0, |n| n as usize);
-    let mut first: Option<Bytes> = None;
-    let mut rest = BytesMut::new();
-    loop {
-        let Some(chunk) = incoming.chunk().await? else {
-            break;
-        };
-        let so_far = first.as_ref().map_or(0, Bytes::len) + rest.len();
-        if so_far + chunk.len() > limit {
-            if !cut {
-                return Err(too_large(format!("more than {limit}"), limit));
-            }
-            let mut kept = BytesMut::with_capacity(limit);
-            kept.extend_from_slice(first.as_deref().unwrap_or_default());
-            kept.extend_from_slice(&rest);
-            kept.extend_from_slice(&chunk[..limit - so_far]);
-            return Ok(kept.freeze());
-        }
-        match first.take() {
-            None if rest.is_empty() => first = Some(chunk),
-            None => rest.extend_from_slice(&chunk),
-            Some(earlier) => {
-                rest.reserve((earlier.len() + chunk.len()).max(hint.min(limit)));
-                rest.extend_from_slice(&earlier);
-                rest.extend_from_slice(&chunk);
-            }
-        }
-    }
-    Ok(first.unwrap_or_else(|| rest.freeze()))
 }
 
 /// Classifies a reqwest failure. The URL is stripped from it: it may carry a

@@ -24,6 +24,7 @@ pub use super::HedgePolicy;
 use super::PolicyCall;
 use super::classify::is_retryable;
 use super::deadline::after;
+use crate::clock;
 use crate::{Error, ErrorKind};
 
 /// Races the first attempt against hedges sent every `delay` while no
@@ -39,9 +40,9 @@ where
     Fut: Future<Output = Result<T, Error>>,
 {
     let on = call.policy.retry.map(|r| r.on).unwrap_or_default();
-    let deadline = call.deadline.at();
+    let deadline = clock::instant(call.deadline.at());
     let now = Instant::now();
-    let first = call.admit(now).await?;
+    let first = call.admit(clock::ticks(now)).await?;
     let mut racing = FuturesUnordered::new();
     racing.push(first.run(call, attempt));
     let mut extra = 0;
@@ -66,7 +67,7 @@ where
                 let now = Instant::now();
                 next_hedge = after(now, hedge.delay);
                 // Refused locally (open breaker, full bulkhead): not sent.
-                let Ok(admitted) = call.try_admit(now) else {
+                let Ok(admitted) = call.try_admit(clock::ticks(now)) else {
                     continue;
                 };
                 if call.budget.is_some_and(|b| !b.withdraw(now)) {

@@ -44,13 +44,11 @@ pub mod retry;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use crate::spec::{Key, MethodDef, Overrides, StatusSet, Value};
 use budget::RetryBudget;
 use bulkhead::Bulkhead;
 use circuit::CircuitBreaker;
-use deadline::Deadline;
+use deadline::{Deadline, Watch};
 
 /// What the policy stages of one call share: the method's resolved policy
 /// and its breaker and bulkhead, the client's retry budget, the call's
@@ -61,19 +59,22 @@ pub(crate) struct PolicyCall<'a> {
     pub(crate) bulkhead: Option<&'a Bulkhead>,
     pub(crate) budget: Option<&'a RetryBudget>,
     pub(crate) deadline: Deadline,
+    /// The client's watch, which cuts attempts at their limit.
+    pub(crate) watch: &'a std::sync::Arc<Watch>,
     /// Attempts admitted so far, hedges included (for `max_attempts`).
     started: AtomicU32,
 }
 
 impl<'a> PolicyCall<'a> {
-    /// A call starting now.
+    /// A call starting at `start` (ticks).
     #[inline]
     pub(crate) fn new(
         policy: &'a MethodPolicy,
         breaker: Option<&'a CircuitBreaker>,
         bulkhead: Option<&'a Bulkhead>,
         budget: Option<&'a RetryBudget>,
-        start: Instant,
+        watch: &'a std::sync::Arc<Watch>,
+        start: u64,
     ) -> Self {
         PolicyCall {
             policy,
@@ -81,6 +82,7 @@ impl<'a> PolicyCall<'a> {
             bulkhead,
             budget,
             deadline: Deadline::new(start, policy.timeout),
+            watch,
             started: AtomicU32::new(0),
         }
     }

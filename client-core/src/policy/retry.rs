@@ -26,12 +26,11 @@
 use std::future::Future;
 use std::time::{Duration, SystemTime};
 
-use http::HeaderValue;
-use tokio::time::Instant;
-
 use super::classify::is_retryable;
 use super::{PolicyCall, RetryPolicy};
 use crate::Error;
+use crate::clock;
+use http::HeaderValue;
 
 /// The retry loop around `attempt` (which makes one attempt: in the client,
 /// pick, intercept, send, read, decode).
@@ -46,7 +45,7 @@ where
     let policy = call.policy;
     let mut now = call.deadline.start();
     if let Some(budget) = call.budget {
-        budget.deposit(now);
+        budget.deposit_at(now);
     }
     loop {
         let result = match &policy.hedge {
@@ -66,7 +65,7 @@ where
         if made >= retry.max_attempts || !is_retryable(&error, policy.idempotent, &retry.on) {
             return Err(error);
         }
-        now = Instant::now();
+        now = clock::now();
         let wait = error.retry_after().unwrap_or_else(|| backoff(retry, made));
         if !call.deadline.fits(now, wait) {
             // The wait would outlast the call (or not fit in an instant at
@@ -75,14 +74,14 @@ where
             return Err(error);
         }
         if let Some(budget) = call.budget
-            && !budget.withdraw(now)
+            && !budget.withdraw_at(now)
         {
             return Err(error.with_budget_exhausted());
         }
         if !wait.is_zero() {
             // Boxed for the same reason: only retries pay for the timer.
             Box::pin(tokio::time::sleep(wait)).await;
-            now = Instant::now();
+            now = clock::now();
         }
     }
 }
@@ -204,7 +203,7 @@ mod tests {
                 secs in any::<u64>(),
             ) {
                 let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-                let start = tokio::time::Instant::now();
+                let start = crate::clock::now();
                 let deadline = Deadline::new(start, Duration::from_secs(10));
                 if let Ok(value) = HeaderValue::from_str(&text)
                     && let Some(wait) = parse_retry_after(&value, now)

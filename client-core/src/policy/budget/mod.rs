@@ -26,13 +26,16 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::clock;
+
 mod ring;
 
 use ring::{Ring, SCALE};
 
 /// A per-client retry budget; see the [module docs](self).
 pub struct RetryBudget {
-    epoch: Instant,
+    /// Ticks when it was made: its seconds count from here.
+    start: u64,
     /// What one call deposits, in thousandths of a retry.
     deposit: i64,
     ring: Ring,
@@ -50,7 +53,7 @@ impl RetryBudget {
             0.0
         };
         RetryBudget {
-            epoch: Instant::now(),
+            start: clock::now(),
             deposit: (f64::from(ratio) * SCALE as f64).round() as i64,
             ring: Ring::new(
                 window_secs,
@@ -59,13 +62,20 @@ impl RetryBudget {
         }
     }
 
-    fn second(&self, now: Instant) -> u64 {
-        now.saturating_duration_since(self.epoch).as_secs()
+    #[inline]
+    fn second(&self, now: u64) -> u64 {
+        now.saturating_sub(self.start) / 1_000_000_000
     }
 
     /// Records a call (not a retry). On every call: one CAS.
     #[inline]
     pub fn deposit(&self, now: Instant) {
+        self.deposit_at(clock::ticks(now));
+    }
+
+    /// [`deposit`](Self::deposit) at `now` in ticks.
+    #[inline]
+    pub(crate) fn deposit_at(&self, now: u64) {
         if self.deposit > 0 {
             self.ring.add(self.second(now), self.deposit);
         }
@@ -73,12 +83,18 @@ impl RetryBudget {
 
     /// Takes one retry from the budget; `false` when it is spent.
     pub fn withdraw(&self, now: Instant) -> bool {
+        self.withdraw_at(clock::ticks(now))
+    }
+
+    /// [`withdraw`](Self::withdraw) at `now` in ticks.
+    pub(crate) fn withdraw_at(&self, now: u64) -> bool {
         self.ring.withdraw(self.second(now))
     }
 
     /// Retries that could be taken now (rounded down).
     pub fn remaining(&self, now: Instant) -> u64 {
-        u64::try_from(self.ring.balance(self.second(now)) / SCALE).unwrap_or(0)
+        let second = self.second(clock::ticks(now));
+        u64::try_from(self.ring.balance(second) / SCALE).unwrap_or(0)
     }
 }
 

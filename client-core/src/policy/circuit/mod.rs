@@ -48,6 +48,7 @@ use tokio::time::Instant;
 
 use super::CircuitPolicy;
 use super::classify::Outcome;
+use crate::clock;
 pub use crate::observe::CircuitState;
 use crate::observe::{Event, EventSink};
 use crate::{Error, ErrorKind};
@@ -73,7 +74,8 @@ impl From<Phase> for CircuitState {
 pub struct CircuitBreaker {
     name: Box<str>,
     policy: CircuitPolicy,
-    epoch: Instant,
+    /// `policy.slow_call` in ticks.
+    slow_call: u64,
     state: State,
     events: EventSink,
 }
@@ -101,8 +103,8 @@ impl CircuitBreaker {
         };
         CircuitBreaker {
             name: name.into(),
+            slow_call: clock::of(policy.slow_call),
             policy,
-            epoch: Instant::now(),
             state,
             events,
         }
@@ -130,15 +132,6 @@ impl CircuitBreaker {
         self.state.window_counts()
     }
 
-    /// Nanoseconds since the breaker was made (u64 arithmetic: 584 years).
-    #[inline]
-    fn nanos(&self, now: Instant) -> u64 {
-        let d = now.saturating_duration_since(self.epoch);
-        d.as_secs()
-            .saturating_mul(1_000_000_000)
-            .saturating_add(u64::from(d.subsec_nanos()))
-    }
-
     fn emit(&self, from: Phase, to: Phase) {
         self.events.emit(&Event::CircuitStateChanged {
             breaker: &self.name,
@@ -155,10 +148,17 @@ impl CircuitBreaker {
     /// [`ErrorKind::CircuitOpen`] error with [`Rejected::into_error`].
     #[inline]
     pub fn admit(&self, now: Instant) -> Result<Permit<'_>, Rejected<'_>> {
-        match self
-            .state
-            .admit(self.nanos(now), |from, to| self.emit(from, to))
-        {
+        self.admit_at(clock::ticks(now))
+    }
+
+    /// [`admit`](Self::admit) at `now` in ticks (the call's one clock
+    /// reading, shared by its stages).
+    ///
+    /// # Errors
+    /// As [`admit`](Self::admit).
+    #[inline]
+    pub(crate) fn admit_at(&self, now: u64) -> Result<Permit<'_>, Rejected<'_>> {
+        match self.state.admit(now, |from, to| self.emit(from, to)) {
             Ok(granted) => Ok(Permit {
                 breaker: self,
                 granted,
@@ -231,13 +231,18 @@ pub struct Permit<'a> {
 impl Permit<'_> {
     /// Records the attempt's outcome and how long it took.
     #[inline]
-    pub fn record(mut self, outcome: Outcome, elapsed: Duration, now: Instant) {
+    pub fn record(self, outcome: Outcome, elapsed: Duration, now: Instant) {
+        self.record_at(outcome, clock::of(elapsed), clock::ticks(now));
+    }
+
+    /// [`record`](Self::record) with the duration and the time in ticks.
+    #[inline]
+    pub(crate) fn record_at(mut self, outcome: Outcome, elapsed: u64, now: u64) {
         self.done = true;
         let b = self.breaker;
-        let now = b.nanos(now);
         let emit = |from, to| b.emit(from, to);
         let generation = self.granted.generation;
-        let slow = elapsed >= b.policy.slow_call;
+        let slow = elapsed >= b.slow_call;
         let failed = match outcome {
             Outcome::Success => false,
             Outcome::Failure => true,
@@ -261,12 +266,10 @@ impl Drop for Permit<'_> {
     fn drop(&mut self) {
         if self.granted.trial && !self.done {
             let b = self.breaker;
-            b.state.record_trial(
-                self.granted.generation,
-                None,
-                b.nanos(Instant::now()),
-                |f, t| b.emit(f, t),
-            );
+            b.state
+                .record_trial(self.granted.generation, None, clock::now(), |f, t| {
+                    b.emit(f, t)
+                });
         }
     }
 }
