@@ -944,14 +944,14 @@ fn main() {
         println!("|---|---|---|");
         let now = tokio::time::Instant::now();
         let elapsed = Duration::from_micros(300);
-        let breaker = CircuitBreaker::new("bench#closed", circuit_policy(), Default::default());
+        let breaker = CircuitBreaker::new("bench", "closed", circuit_policy(), Default::default());
         let (ns, allocs) = per_call(micro_n, || {
             if let Ok(permit) = breaker.admit(black_box(now)) {
                 permit.record(black_box(Outcome::Success), elapsed, now);
             }
         });
         println!("| breaker, closed: admit + record | {ns:.1} | {allocs:.2} |");
-        let open = CircuitBreaker::new("bench#open", circuit_policy(), Default::default());
+        let open = CircuitBreaker::new("bench", "open", circuit_policy(), Default::default());
         for _ in 0..20 {
             if let Ok(permit) = open.admit(now) {
                 permit.record(Outcome::Failure, elapsed, now);

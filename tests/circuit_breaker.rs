@@ -41,7 +41,10 @@ fn client(server: &MockServer) -> (StockClient, Transitions) {
     let c = StockClient::builder()
         .base_url(server.uri())
         .on_event(move |e: &Event<'_>| {
-            if let Event::CircuitStateChanged { breaker, from, to } = e {
+            if let Event::CircuitStateChanged {
+                breaker, from, to, ..
+            } = e
+            {
                 sink.lock().unwrap_or_else(|p| p.into_inner()).push((
                     breaker.to_string(),
                     *from,

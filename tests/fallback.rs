@@ -158,6 +158,7 @@ async fn the_factory_sees_the_cause_and_events_report_the_fallback() {
                 service,
                 method,
                 cause,
+                ..
             } = e
             {
                 log.lock()

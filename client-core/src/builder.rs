@@ -24,6 +24,8 @@ use crate::client::{ClientSpec, IntoFallback, MethodRuntime, Runtime, Shared, Ta
 use crate::config::{ClientConfig, Config};
 use crate::discovery::Discovery;
 use crate::interceptor::{AsyncInterceptor, Hook, Interceptor};
+use crate::observe::probe::Probe;
+use crate::observe::trace::Server;
 use crate::observe::{Event, EventSink};
 use crate::policy::budget::RetryBudget;
 use crate::policy::bulkhead::Bulkhead;
@@ -425,14 +427,22 @@ impl<C: ClientSpec> ClientBuilder<C> {
             let method_level = section.and_then(|s| s.methods.get(m.name)).unwrap_or(&none);
             let policy =
                 MethodPolicy::resolve(m, &[method_level, &m.policy, client_level, &def.policy]);
+            let probe = Probe::new(def.name, m, policy.log);
+            let breaker = policy.circuit.map(|c| {
+                probe.breaker_started();
+                CircuitBreaker::new(def.name, m.name, c, self.events.clone())
+            });
+            let bulkhead = policy.bulkhead.map(|b| {
+                probe.bulkhead(b.max_concurrent as usize, b.max_concurrent);
+                Bulkhead::new(b)
+            });
             MethodRuntime {
                 def: m,
                 verb: method_of(m.verb),
-                breaker: policy.circuit.map(|c| {
-                    CircuitBreaker::new(format!("{}#{}", def.name, m.name), c, self.events.clone())
-                }),
-                bulkhead: policy.bulkhead.map(Bulkhead::new),
+                breaker,
+                bulkhead,
                 policy,
+                probe,
             }
         });
         Ok(methods.collect())
@@ -452,13 +462,14 @@ impl<C: ClientSpec> ClientBuilder<C> {
         let def = C::DEF;
         let methods = self.methods()?;
         let target = match (self.base_url, def.url, self.discovery) {
-            (Some(url), _, _) => Target::Fixed(url.into_boxed_str()),
-            (None, Some(url), _) => Target::Fixed(normalize_base_url(url)?.into_boxed_str()),
+            (Some(url), _, _) => fixed(url),
+            (None, Some(url), _) => fixed(normalize_base_url(url)?),
             (None, None, Some(discovery)) => Target::Balanced(balancer(
                 def.name,
                 &*discovery,
                 self.balance,
                 self.ejection,
+                self.events.clone(),
             )?),
             (None, None, None) => {
                 return Err(Error::builder(format!(
@@ -521,6 +532,7 @@ fn balancer(
     discovery: &dyn Discovery,
     kind: Balance,
     ejection: Option<OutlierEjection>,
+    events: EventSink,
 ) -> Result<Arc<Balancer>, Error> {
     let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
         Error::builder(
@@ -534,7 +546,14 @@ fn balancer(
         ejection,
         discovery.subscribe(service),
         &runtime,
+        events,
     ))
+}
+
+/// A fixed target, with its host and port parsed once.
+fn fixed(url: String) -> Target {
+    let server = Server::of(&url);
+    Target::Fixed(url.into_boxed_str(), server)
 }
 
 fn new_http_client(connect_timeout: Duration) -> Result<reqwest::Client, Error> {

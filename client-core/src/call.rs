@@ -15,9 +15,12 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
+use tracing::{Instrument as _, Span};
+
 use crate::Error;
 use crate::client::{MethodRuntime, Shared, Target};
 use crate::codec::Decode;
+use crate::policy::guard::AttemptInfo;
 use crate::policy::{PolicyCall, retry};
 use crate::request::RequestParts;
 
@@ -26,19 +29,26 @@ use crate::request::RequestParts;
 pub struct MethodCall<'a> {
     shared: &'a Shared,
     method: &'a MethodRuntime,
+    /// The call's span: the policies, the attempts and any fallback run in
+    /// it.
+    span: Span,
 }
 
 impl<'a> MethodCall<'a> {
     #[inline]
     pub(crate) fn new(shared: &'a Shared, method: &'a MethodRuntime) -> Self {
-        MethodCall { shared, method }
+        MethodCall {
+            shared,
+            method,
+            span: method.probe.call_span(),
+        }
     }
 
     /// An empty request, sized for this method's path.
     #[inline]
     fn request(&self) -> RequestParts {
         let base = match &self.shared.target {
-            Target::Fixed(base) => base,
+            Target::Fixed(base, _) => base,
             // Each attempt prefixes its instance's base URL.
             Target::Balanced(_) => "",
         };
@@ -46,15 +56,17 @@ impl<'a> MethodCall<'a> {
     }
 
     #[inline]
-    fn policies(&self) -> PolicyCall<'a> {
+    fn policies(&self, start: u64) -> PolicyCall<'a> {
         let m = self.method;
         PolicyCall::new(
             &m.policy,
+            &m.probe,
+            &self.shared.events,
             m.breaker.as_ref(),
             m.bulkhead.as_ref(),
             self.shared.budget.as_ref(),
             &self.shared.watch.0,
-            crate::clock::now(),
+            start,
         )
     }
 
@@ -77,12 +89,29 @@ impl<'a> MethodCall<'a> {
         }
         let sent = AtomicU32::new(0);
         let last_instance = AtomicU64::new(0);
-        let attempt = || self.attempt::<D>(&parts, &sent, &last_instance);
-        let result = retry::run(&self.policies(), &attempt).await;
-        result.map_err(|e| {
-            self.locate(e, &parts)
-                .with_attempts(sent.load(Ordering::Relaxed))
-        })
+        let attempt = |info| self.attempt::<D>(&parts, &sent, &last_instance, info);
+        let start = crate::clock::now();
+        let policies = self.policies(start);
+        let result = retry::run(&policies, &attempt)
+            .instrument(self.span.clone())
+            .await;
+        let sent = sent.load(Ordering::Relaxed);
+        self.method.probe.call_done(
+            &self.span,
+            result.as_ref().err(),
+            sent,
+            policies.started(),
+            start,
+        );
+        result.map_err(|e| self.locate(e, &parts).with_attempts(sent))
+    }
+
+    /// The call's span, marked as answered by the fallback: generated code
+    /// runs the fallback in it.
+    #[doc(hidden)]
+    pub fn fallback_span(&self) -> Span {
+        self.span.record("courier.fallback", true);
+        self.span.clone()
     }
 
     /// Attaches this call's whereabouts to an error.
@@ -106,25 +135,43 @@ impl<'a> MethodCall<'a> {
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T, Error>>,
     {
-        retry::run(&self.policies(), &attempt).await
+        retry::run(&self.policies(crate::clock::now()), &|_| attempt()).await
     }
 
     /// One attempt below the guard: the balance stage (with discovery),
-    /// then the transport stage.
+    /// then the transport stage, in the attempt's span.
     async fn attempt<D: Decode>(
         &self,
         parts: &RequestParts,
         sent: &AtomicU32,
         last_instance: &AtomicU64,
+        info: AttemptInfo,
     ) -> Result<D::Output, Error> {
         let transport = &self.shared.transport;
-        let (verb, name) = (&self.method.verb, self.method.def.name);
+        let (verb, probe) = (&self.method.verb, &self.method.probe);
         match &self.shared.target {
-            Target::Fixed(_) => transport.exchange::<D>(verb, name, parts, None, sent).await,
+            Target::Fixed(_, server) => {
+                let observed = probe.attempt(server, info.number, None, info.limit);
+                let span = observed.span.clone();
+                let result = transport
+                    .exchange::<D>(verb, &observed, parts, None, sent)
+                    .instrument(span)
+                    .await;
+                observed.finish(&result);
+                result
+            }
             Target::Balanced(balancer) => {
                 let (picked, start) = balancer.start(last_instance).await?;
-                let base = Some(picked.endpoint().base_url());
-                let result = transport.exchange::<D>(verb, name, parts, base, sent).await;
+                let endpoint = picked.endpoint();
+                let id = Some(endpoint.instance().id.as_str());
+                let observed = probe.attempt(endpoint.server(), info.number, id, info.limit);
+                let span = observed.span.clone();
+                let base = Some(endpoint.base_url());
+                let result = transport
+                    .exchange::<D>(verb, &observed, parts, base, sent)
+                    .instrument(span)
+                    .await;
+                observed.finish(&result);
                 balancer.finish(picked, start, result)
             }
         }
@@ -166,7 +213,10 @@ mod tests {
     #[test]
     fn the_call_future_stays_small() {
         let shared = Shared {
-            target: Target::Fixed("http://h".into()),
+            target: Target::Fixed(
+                "http://h".into(),
+                crate::observe::trace::Server::of("http://h"),
+            ),
             transport: Settings {
                 service: "s",
                 transport: Transport::Reqwest(reqwest::Client::new()),
@@ -179,12 +229,14 @@ mod tests {
             events: EventSink::none(),
             watch: crate::policy::deadline::WatchHandle(crate::policy::deadline::Watch::new()),
         };
+        let policy = MethodPolicy::resolve(&DEF, &[]);
         let m = MethodRuntime {
             def: &DEF,
             verb: http::Method::GET,
-            policy: MethodPolicy::resolve(&DEF, &[]),
+            policy,
             breaker: None,
             bulkhead: None,
+            probe: crate::observe::probe::Probe::new("s", &DEF, policy.log),
         };
         let call = MethodCall::new(&shared, &m);
         let future = call.call::<Json<User>, _>(|_| Ok(()));

@@ -16,6 +16,8 @@ use http::Method;
 use crate::balance::Balancer;
 use crate::call::MethodCall;
 use crate::error::Error;
+use crate::observe::probe::Probe;
+use crate::observe::trace::Server;
 use crate::observe::{Event, EventSink};
 use crate::policy::MethodPolicy;
 use crate::policy::budget::RetryBudget;
@@ -75,8 +77,8 @@ pub(crate) struct Shared {
 
 /// Where a client's calls go: one base URL, or instances from discovery.
 pub(crate) enum Target {
-    /// A base URL without a trailing slash.
-    Fixed(Box<str>),
+    /// A base URL without a trailing slash, and its host and port.
+    Fixed(Box<str>, Server),
     /// Discovered instances, balanced.
     Balanced(Arc<Balancer>),
 }
@@ -84,7 +86,7 @@ pub(crate) enum Target {
 impl fmt::Debug for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Target::Fixed(base) => fmt::Debug::fmt(base, f),
+            Target::Fixed(base, _) => fmt::Debug::fmt(base, f),
             Target::Balanced(balancer) => fmt::Debug::fmt(balancer, f),
         }
     }
@@ -97,6 +99,7 @@ pub(crate) struct MethodRuntime {
     pub(crate) policy: MethodPolicy,
     pub(crate) breaker: Option<CircuitBreaker>,
     pub(crate) bulkhead: Option<Bulkhead>,
+    pub(crate) probe: Probe,
 }
 
 struct RuntimeInner<C: ClientSpec> {
@@ -119,12 +122,19 @@ impl<C: ClientSpec> Runtime<C> {
         methods: Box<[MethodRuntime]>,
         fallback: Option<Fallback<C::Api>>,
     ) -> Self {
+        let inner = Arc::new(RuntimeInner {
+            shared,
+            methods,
+            fallback,
+        });
+        #[cfg(feature = "dashboard")]
+        {
+            let weak: std::sync::Weak<dyn crate::observe::stats::Observed> =
+                Arc::downgrade(&inner) as _;
+            crate::observe::stats::register(weak);
+        }
         Runtime {
-            inner: Arc::new(RuntimeInner {
-                shared,
-                methods,
-                fallback,
-            }),
+            inner,
             _client: PhantomData,
         }
     }
@@ -185,5 +195,36 @@ impl<C: ClientSpec> fmt::Debug for Runtime<C> {
             .field("retry_budget", &shared.budget)
             .field("fallback", &self.inner.fallback)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(feature = "dashboard")]
+impl<C: ClientSpec> crate::observe::stats::Observed for RuntimeInner<C> {
+    fn snapshot(&self) -> crate::inspect::ClientSnapshot {
+        crate::inspect::snapshot(C::DEF.name, &self.shared, &self.methods)
+    }
+
+    fn stats(&self) -> Vec<crate::observe::stats::MethodStatsSnapshot> {
+        let methods: Vec<_> = self
+            .methods
+            .iter()
+            .map(|m| (m.def.name, &m.probe.stats))
+            .collect();
+        crate::observe::stats::snapshot(&methods)
+    }
+
+    fn force(&self, method: &str, force: crate::policy::circuit::Force) -> bool {
+        let breaker = self
+            .methods
+            .iter()
+            .find(|m| m.def.name == method)
+            .and_then(|m| m.breaker.as_ref());
+        match breaker {
+            Some(breaker) => {
+                breaker.force(force);
+                true
+            }
+            None => false,
+        }
     }
 }

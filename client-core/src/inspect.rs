@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use crate::client::{ClientSpec, Runtime, Target};
 use crate::observe::CircuitState;
 use crate::policy::MethodPolicy;
+use crate::policy::circuit::Force;
 use crate::spec::Verb;
 
 /// A client's state at one moment.
@@ -52,6 +53,8 @@ pub struct MethodSnapshot {
 pub struct CircuitSnapshot {
     /// Its state.
     pub state: CircuitState,
+    /// An operator's override, if any ([`Force::Auto`] when none).
+    pub forced: Force,
     /// Failures in the window.
     pub failures: u64,
     /// Slow calls in the window.
@@ -127,37 +130,68 @@ pub trait Inspect {
     fn instances(&self) -> Option<Vec<InstanceSnapshot>>;
 }
 
+/// A snapshot of a client's settings and state.
+pub(crate) fn snapshot(
+    service: &'static str,
+    shared: &crate::client::Shared,
+    methods: &[crate::client::MethodRuntime],
+) -> ClientSnapshot {
+    ClientSnapshot {
+        service,
+        methods: methods
+            .iter()
+            .map(|m| MethodSnapshot {
+                name: m.def.name,
+                verb: m.def.verb,
+                path: m.def.path,
+                policy: m.policy,
+                circuit: m.breaker.as_ref().map(|b| {
+                    let (failures, slow, calls) = b.window_counts();
+                    CircuitSnapshot {
+                        state: b.state(),
+                        forced: b.forced(),
+                        failures,
+                        slow,
+                        calls,
+                    }
+                }),
+                bulkhead: m.bulkhead.as_ref().map(|b| BulkheadSnapshot {
+                    max_concurrent: b.max_concurrent(),
+                    available: b.available(),
+                }),
+            })
+            .collect(),
+        retry_budget_remaining: shared.budget.as_ref().map(|b| b.remaining(Instant::now())),
+        instances: instances(&shared.target),
+    }
+}
+
+fn instances(target: &Target) -> Option<Vec<InstanceSnapshot>> {
+    let Target::Balanced(balancer) = target else {
+        return None;
+    };
+    let now = Instant::now();
+    Some(
+        balancer
+            .endpoints()
+            .iter()
+            .map(|e| InstanceSnapshot {
+                id: e.instance().id.clone(),
+                url: e.base_url().to_owned(),
+                zone: e.instance().zone.clone(),
+                in_flight: e.in_flight(),
+                rtt: e.rtt_estimate(),
+                ejected: balancer.is_endpoint_ejected(e, now),
+                ejections: e.ejections(),
+            })
+            .collect(),
+    )
+}
+
 impl<C: ClientSpec> Inspect for C {
     fn snapshot(&self) -> ClientSnapshot {
         let runtime = self.runtime();
-        ClientSnapshot {
-            service: C::DEF.name,
-            methods: runtime
-                .methods()
-                .iter()
-                .map(|m| MethodSnapshot {
-                    name: m.def.name,
-                    verb: m.def.verb,
-                    path: m.def.path,
-                    policy: m.policy,
-                    circuit: m.breaker.as_ref().map(|b| {
-                        let (failures, slow, calls) = b.window_counts();
-                        CircuitSnapshot {
-                            state: b.state(),
-                            failures,
-                            slow,
-                            calls,
-                        }
-                    }),
-                    bulkhead: m.bulkhead.as_ref().map(|b| BulkheadSnapshot {
-                        max_concurrent: b.max_concurrent(),
-                        available: b.available(),
-                    }),
-                })
-                .collect(),
-            retry_budget_remaining: self.retry_budget_remaining(),
-            instances: self.instances(),
-        }
+        snapshot(C::DEF.name, runtime.shared(), runtime.methods())
     }
 
     fn method_policy(&self, method: &str) -> Option<&MethodPolicy> {
@@ -177,25 +211,7 @@ impl<C: ClientSpec> Inspect for C {
     }
 
     fn instances(&self) -> Option<Vec<InstanceSnapshot>> {
-        let Target::Balanced(balancer) = &self.runtime().shared().target else {
-            return None;
-        };
-        let now = Instant::now();
-        Some(
-            balancer
-                .endpoints()
-                .iter()
-                .map(|e| InstanceSnapshot {
-                    id: e.instance().id.clone(),
-                    url: e.base_url().to_owned(),
-                    zone: e.instance().zone.clone(),
-                    in_flight: e.in_flight(),
-                    rtt: e.rtt_estimate(),
-                    ejected: balancer.is_endpoint_ejected(e, now),
-                    ejections: e.ejections(),
-                })
-                .collect(),
-        )
+        instances(&self.runtime().shared().target)
     }
 }
 

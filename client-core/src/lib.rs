@@ -86,4 +86,5 @@ pub mod __private {
     pub use core::time::Duration;
     pub use http::header::HeaderName;
     pub use std::sync::Arc;
+    pub use tracing::Instrument;
 }

@@ -71,6 +71,8 @@ use tower::ServiceExt;
 use crate::codec::Decode;
 use crate::error::SNIPPET_BYTES;
 use crate::interceptor::{self, Hook, Outgoing};
+use crate::observe::log::{self, LogLevel};
+use crate::observe::probe::Attempt;
 use crate::policy::retry::parse_retry_after;
 use crate::request::RequestParts;
 use crate::{BoxError, Error, ErrorKind};
@@ -464,7 +466,7 @@ impl Settings {
     pub(crate) async fn exchange<D: Decode>(
         &self,
         verb: &Method,
-        method_name: &'static str,
+        observed: &Attempt<'_>,
         parts: &RequestParts,
         base: Option<&str>,
         sent: &AtomicU32,
@@ -506,9 +508,15 @@ impl Settings {
                     url: &url,
                     headers: &mut headers,
                     service: self.service,
-                    method: method_name,
+                    method: observed.probe().method,
                 };
                 interceptor::run(&self.hooks, &mut outgoing).await?;
+            }
+            #[cfg(feature = "opentelemetry")]
+            crate::observe::trace::inject(&observed.span, &mut headers);
+            let probe = observed.probe();
+            if probe.log.level >= LogLevel::Headers {
+                log::request(&probe.line(), &url, &headers, body.map(|b| &b[..]));
             }
             if hops == 0 {
                 sent.fetch_add(1, Ordering::Relaxed);
@@ -532,8 +540,9 @@ impl Settings {
                 }
             };
             let status = incoming.status();
+            observed.answered(status);
             if !status.is_redirection() {
-                return self.receive::<D>(&mut incoming).await;
+                return self.receive::<D>(&mut incoming, observed).await;
             }
             let location = incoming.headers().get(LOCATION);
             match next_hop(self.redirects, &url, status, &method, location, hops) {
@@ -547,8 +556,10 @@ impl Settings {
                     url = Cow::Owned(hop.url);
                 }
                 // `Response<()>` and the like take the 3xx as the answer.
-                Err(_) if D::REDIRECT_IS_VALUE => return self.receive::<D>(&mut incoming).await,
-                Err(why) => return Err(self.unfollowed(&mut incoming, why).await),
+                Err(_) if D::REDIRECT_IS_VALUE => {
+                    return self.receive::<D>(&mut incoming, observed).await;
+                }
+                Err(why) => return Err(self.unfollowed(&mut incoming, why, observed).await),
             }
         }
     }
@@ -588,13 +599,17 @@ impl Settings {
 
     /// Reads the body under the limit and decodes it (a success, or a 404
     /// the return type takes as a value), or makes the status error.
-    async fn receive<D: Decode>(&self, incoming: &mut Incoming) -> Result<D::Output, Error> {
+    async fn receive<D: Decode>(
+        &self,
+        incoming: &mut Incoming,
+        observed: &Attempt<'_>,
+    ) -> Result<D::Output, Error> {
         let status = incoming.status();
         let value = status.is_success()
             || (D::NOT_FOUND_IS_VALUE && status == StatusCode::NOT_FOUND)
             || (D::REDIRECT_IS_VALUE && status.is_redirection());
         if !value {
-            return Err(self.status_error(incoming, "").await);
+            return Err(self.status_error(incoming, "", observed).await);
         }
         let limit = self.max_response_bytes;
         if let Some(len) = incoming.declared_length()
@@ -606,6 +621,16 @@ impl Settings {
             .read(limit, false)
             .await
             .map_err(|e| e.with_status(status))?;
+        let probe = observed.probe();
+        if probe.log.is_on() {
+            log::response(
+                &probe.line(),
+                status,
+                incoming.headers(),
+                &body,
+                observed.elapsed(),
+            );
+        }
         let mut headers = std::mem::take(incoming.headers_mut());
         D::decode(status, &mut headers, &body)
             .map_err(|e| e.with_status(status).with_snippet(&body))
@@ -614,7 +639,12 @@ impl Settings {
     /// The error for an answer that is not a value: its status decides; the
     /// body is read (at most up to the limit, only a snippet's worth when
     /// its declared length is over it) for the snippet.
-    async fn status_error(&self, incoming: &mut Incoming, note: &str) -> Error {
+    async fn status_error(
+        &self,
+        incoming: &mut Incoming,
+        note: &str,
+        observed: &Attempt<'_>,
+    ) -> Error {
         let status = incoming.status();
         let retry_after = incoming
             .headers()
@@ -627,6 +657,16 @@ impl Settings {
         // A body that breaks off only shortens the snippet: the status is
         // the answer.
         let body = incoming.read(limit, true).await.unwrap_or_default();
+        let probe = observed.probe();
+        if probe.log.is_on() {
+            log::response(
+                &probe.line(),
+                status,
+                incoming.headers(),
+                &body,
+                observed.elapsed(),
+            );
+        }
         Error::new(
             ErrorKind::Status,
             format!("service answered {status}{note}"),
@@ -636,7 +676,12 @@ impl Settings {
         .with_retry_after(retry_after)
     }
 
-    async fn unfollowed(&self, incoming: &mut Incoming, why: NotFollowed) -> Error {
+    async fn unfollowed(
+        &self,
+        incoming: &mut Incoming,
+        why: NotFollowed,
+        observed: &Attempt<'_>,
+    ) -> Error {
         let note = match why {
             NotFollowed::Policy => " (redirects are not followed: see `redirects`)",
             NotFollowed::OtherOrigin => {
@@ -645,7 +690,7 @@ impl Settings {
             NotFollowed::Limit => " (too many redirects)",
             NotFollowed::NoLocation => " (a redirect without a usable Location)",
         };
-        self.status_error(incoming, note).await
+        self.status_error(incoming, note, observed).await
     }
 }
 

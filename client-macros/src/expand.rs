@@ -170,7 +170,12 @@ fn inherent_method(vis: &syn::Visibility, index: usize, method: &MethodModel) ->
                     if let ::core::option::Option::Some(__courier_fallback) =
                         self.__courier_rt.fallback_for(#index, &__courier_err)
                     {
-                        return __courier_fallback.#ident(#(#args),*).await;
+                        // In the call's span, marked as answered by the fallback.
+                        return ::courier::__private::Instrument::instrument(
+                            __courier_fallback.#ident(#(#args),*),
+                            __courier_call.fallback_span(),
+                        )
+                        .await;
                     }
                     ::core::result::Result::Err(::core::convert::From::from(__courier_err))
                 }

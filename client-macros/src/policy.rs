@@ -146,6 +146,7 @@ impl Policies {
                     let codes = set.codes();
                     quote!(#p::Value::Codes(#p::StatusSet::from_codes(&[#(#codes),*])))
                 }
+                Value::Choice(i) => quote!(#p::Value::Choice(#i)),
                 Value::Backoff(a, b) => {
                     let (a, b) = (a.as_nanos() as u64, b.as_nanos() as u64);
                     quote!(#p::Value::Backoff(
@@ -175,11 +176,11 @@ fn value(meta: &ParseNestedMeta<'_>, info: &KeyInfo) -> syn::Result<Value> {
     let text;
     match info.kind {
         Kind::Switch => return Err(expected("not a key")),
-        Kind::Duration { .. } | Kind::Backoff => {
-            let what = if info.kind == Kind::Backoff {
-                "a back-off range"
-            } else {
-                "a duration"
+        Kind::Duration { .. } | Kind::Backoff | Kind::Choice(_) => {
+            let what = match info.kind {
+                Kind::Backoff => "a back-off range",
+                Kind::Choice(_) => "one of a few words",
+                _ => "a duration",
             };
             let lit: LitStr = input.parse().map_err(|_| expected(what))?;
             text = lit.value();

@@ -214,6 +214,8 @@ pub enum Kind {
     Codes,
     /// A back-off range, `"50ms..1s"`, shorter first.
     Backoff,
+    /// One of a fixed set of words (`"basic"`), stored as its index.
+    Choice(&'static [&'static str]),
 }
 
 impl Kind {
@@ -226,6 +228,7 @@ impl Kind {
             Kind::Rate => "50",
             Kind::Codes => "[429, 503]",
             Kind::Backoff => "\"50ms..1s\"",
+            Kind::Choice(_) => "\"basic\"",
         }
     }
 }
@@ -245,6 +248,8 @@ pub enum Value {
     Codes(StatusSet),
     /// A [`Kind::Backoff`]: first and longest wait.
     Backoff(Duration, Duration),
+    /// A [`Kind::Choice`]: the index of the word.
+    Choice(u8),
 }
 
 /// One policy setting.
@@ -272,6 +277,8 @@ pub enum Key {
     HedgeEnabled,
     HedgeDelay,
     HedgeMaxExtra,
+    LogLevel,
+    LogBodyLimit,
 }
 
 impl Key {
@@ -323,7 +330,16 @@ pub const SECTIONS: &[Section] = &[
         switch: Some(Key::HedgeEnabled),
         single: None,
     },
+    Section {
+        name: "log",
+        switch: None,
+        single: None,
+    },
 ];
+
+/// The log levels of `#[log(level = …)]`, Feign's: nothing, one line per
+/// attempt, with headers, with bodies.
+pub const LOG_LEVELS: &[&str] = &["none", "basic", "headers", "full"];
 
 /// Everything the schema says about one key.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -412,6 +428,10 @@ keys! {
         Some(Value::Duration(ms(50))), "wait this long for an answer before another attempt";
     HedgeMaxExtra: "hedge"."max_extra", Kind::Count { min: 1, max: 10 },
         Some(Value::Count(1)), "extra attempts at most";
+    LogLevel: "log"."level", Kind::Choice(LOG_LEVELS), Some(Value::Choice(0)),
+        "what is logged of each attempt: none, basic, headers or full";
+    LogBodyLimit: "log"."body_limit", Kind::Count { min: 0, max: 1 << 20 },
+        Some(Value::Count(4096)), "bytes of a body logged at level full";
 }
 
 /// The keys of a section, switch first.
@@ -575,6 +595,11 @@ pub fn check(info: &KeyInfo, raw: &Raw<'_>) -> Result<Value, String> {
             }
             Ok(Value::Codes(StatusSet::from_codes(&checked)))
         }
+        (Kind::Choice(words), Raw::Text(text)) => match words.iter().position(|w| w == text) {
+            Some(i) => Ok(Value::Choice(i as u8)),
+            None => Err(format!("must be one of {}, not `{text}`", words.join(", "))),
+        },
+        (Kind::Choice(_), _) => Err(wrong("a word")),
         (Kind::Switch, _) => Err(wrong("a boolean")),
         (Kind::Duration { .. }, _) => Err(wrong("a duration")),
         (Kind::Backoff, _) => Err(wrong("a back-off range")),
@@ -654,6 +679,12 @@ mod tests {
         assert!(check(info(Key::RetryOn), &Raw::Ints(vec![42])).is_err());
         assert!(check(info(Key::CircuitFailureRate), &Raw::Int(0)).is_err());
         assert!(check(info(Key::Timeout), &Raw::Int(3)).is_err());
+        assert_eq!(
+            check(info(Key::LogLevel), &Raw::Text("headers")),
+            Ok(Value::Choice(2))
+        );
+        let e = check(info(Key::LogLevel), &Raw::Text("loud")).err();
+        assert!(e.is_some_and(|e| e.contains("none, basic, headers, full")));
     }
 
     #[test]

@@ -29,6 +29,10 @@ trait Svc {
     #[get("/g")]
     #[circuit_breaker(window = 4, min_calls = 10)]
     async fn g(&self) -> Result<(), Error>;
+
+    #[get("/h")]
+    #[log(level = "loud")]
+    async fn h(&self) -> Result<(), Error>;
 }
 
 fn main() {}

@@ -57,6 +57,8 @@ use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
 use crate::discovery::{Instance, Instances, Subscription};
+use crate::observe::trace::Server;
+use crate::observe::{Event, EventSink};
 use crate::policy::classify::{Outcome, outcome};
 use crate::url::normalize_base_url;
 use crate::{Error, ErrorKind};
@@ -130,6 +132,8 @@ pub struct Endpoint {
     instance: Instance,
     /// Normalised base URL.
     base: Box<str>,
+    /// Its host and port, as spans and metrics name them.
+    server: Server,
     health: Health,
     /// Round-trip estimate in ns, as `f64` bits.
     rtt: AtomicU64,
@@ -146,6 +150,11 @@ impl Endpoint {
     /// Its base URL, normalised (no trailing slash).
     pub fn base_url(&self) -> &str {
         &self.base
+    }
+
+    /// Its host and port.
+    pub(crate) fn server(&self) -> &Server {
+        &self.server
     }
 
     /// Calls in flight to it now.
@@ -247,6 +256,7 @@ pub struct Balancer {
     first_answer: Notify,
     /// Dropped with the balancer, which ends its follower task.
     stop: Mutex<Option<oneshot::Sender<()>>>,
+    events: EventSink,
 }
 
 impl Balancer {
@@ -268,6 +278,7 @@ impl Balancer {
             known: AtomicBool::new(false),
             first_answer: Notify::new(),
             stop: Mutex::new(None),
+            events: EventSink::none(),
         }
     }
 
@@ -280,8 +291,11 @@ impl Balancer {
         ejection: Option<OutlierEjection>,
         subscription: Subscription,
         runtime: &tokio::runtime::Handle,
+        events: EventSink,
     ) -> Arc<Balancer> {
-        let balancer = Arc::new(Balancer::new(service, kind, ejection));
+        let mut balancer = Balancer::new(service, kind, ejection);
+        balancer.events = events;
+        let balancer = Arc::new(balancer);
         let mut changes = subscription.clone();
         balancer.follow(subscription);
         let (stop, mut stopped) = oneshot::channel::<()>();
@@ -395,11 +409,21 @@ impl Balancer {
             endpoints.push(Arc::new(Endpoint {
                 key: self.keys.fetch_add(1, Ordering::Relaxed),
                 instance: instance.clone(),
+                server: Server::of(&base),
                 base: base.into_boxed_str(),
                 health: Health::new(),
                 rtt: AtomicU64::new(start.to_bits()),
                 stamp: AtomicU64::new(now_ns),
             }));
+        }
+        #[cfg(feature = "metrics")]
+        {
+            let now_ns = self.nanos(Instant::now());
+            let ejected = endpoints
+                .iter()
+                .filter(|e| e.health.is_ejected(now_ns))
+                .count();
+            crate::observe::metrics::balancer(self.service, endpoints.len(), ejected);
         }
         self.set.store(Arc::new(Snapshot { endpoints, seen }));
         if !self.known.swap(true, Ordering::AcqRel) {
@@ -498,12 +522,15 @@ impl Balancer {
             Outcome::Failure => {
                 if let Some(policy) = &self.ejection {
                     let set = self.set.load();
-                    self.ejector.failed(
+                    let ejected = self.ejector.failed(
                         &e.health,
                         set.endpoints.iter().map(|x| &x.health),
                         policy,
                         now_ns,
                     );
+                    if ejected {
+                        self.ejected(e, &set.endpoints, policy, now_ns);
+                    }
                 }
             }
             Outcome::Ignored => {}
@@ -557,6 +584,23 @@ impl Balancer {
             end,
         );
         result.map_err(|e| e.with_instance(&picked.endpoint().instance().id))
+    }
+
+    #[cold]
+    fn ejected(&self, e: &Endpoint, set: &[Arc<Endpoint>], policy: &Ejection, now_ns: u64) {
+        let times = u64::from(e.health.ejections());
+        let duration = Duration::from_nanos(policy.base.saturating_mul(times).min(policy.max));
+        self.events.emit(&Event::Ejected {
+            service: self.service,
+            instance: &e.instance.id,
+            duration,
+        });
+        #[cfg(feature = "metrics")]
+        {
+            let ejected = set.iter().filter(|x| x.health.is_ejected(now_ns)).count();
+            crate::observe::metrics::balancer(self.service, set.len(), ejected);
+        }
+        let _ = (set, now_ns);
     }
 
     /// Whether `endpoint` is ejected at `now`.

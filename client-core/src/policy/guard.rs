@@ -18,9 +18,17 @@ use crate::clock;
 use tokio::sync::SemaphorePermit;
 
 use super::PolicyCall;
-use super::circuit::{Permit, Rejected};
+use super::circuit::Permit;
 use super::classify::outcome;
 use crate::Error;
+
+/// What an attempt is told of itself: which attempt of the call it is (0
+/// for the first) and when it is cut (ticks).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AttemptInfo {
+    pub(crate) number: u32,
+    pub(crate) limit: u64,
+}
 
 /// Leave to make one attempt: a breaker permit and a bulkhead slot (each
 /// when the method has one). Dropping it unused gives both back.
@@ -81,7 +89,13 @@ impl<'a> PolicyCall<'a> {
     #[inline]
     fn permit(&self, now: u64) -> Result<Option<Permit<'a>>, Error> {
         match self.breaker {
-            Some(breaker) => Ok(Some(breaker.admit_at(now).map_err(Rejected::into_error)?)),
+            Some(breaker) => match breaker.admit_at(now) {
+                Ok(permit) => Ok(Some(permit)),
+                Err(rejected) => {
+                    self.probe.not_permitted();
+                    Err(rejected.into_error())
+                }
+            },
             None => Ok(None),
         }
     }
@@ -96,15 +110,15 @@ impl<'a> PolicyCall<'a> {
     #[inline]
     pub(crate) async fn guarded<T, F, Fut>(&self, now: u64, attempt: &F) -> Result<T, Error>
     where
-        F: Fn() -> Fut,
+        F: Fn(AttemptInfo) -> Fut,
         Fut: Future<Output = Result<T, Error>>,
     {
         let admitted = self.admit(now).await?;
         // `Admitted::run`, written out: one state machine fewer per call.
-        let limit = admitted.start(self);
+        let (limit, info) = admitted.start(self);
         let elapsed = || self.deadline.elapsed(limit, self.attempt_timeout());
-        let result = self.watch.bound(limit, attempt(), elapsed).await;
-        admitted.finish(&result);
+        let result = self.watch.bound(limit, attempt(info), elapsed).await;
+        admitted.finish(self, &result);
         result
     }
 
@@ -119,30 +133,42 @@ impl Admitted<'_> {
     #[inline]
     pub(crate) async fn run<T, F, Fut>(self, call: &PolicyCall<'_>, attempt: &F) -> Result<T, Error>
     where
-        F: Fn() -> Fut,
+        F: Fn(AttemptInfo) -> Fut,
         Fut: Future<Output = Result<T, Error>>,
     {
-        let limit = self.start(call);
+        let (limit, info) = self.start(call);
         let elapsed = || call.deadline.elapsed(limit, call.attempt_timeout());
-        let result = call.watch.bound(limit, attempt(), elapsed).await;
-        self.finish(&result);
+        let result = call.watch.bound(limit, attempt(info), elapsed).await;
+        self.finish(call, &result);
         result
     }
 
-    /// Counts the attempt as started; returns its limit (ticks).
+    /// Counts the attempt as started; returns its limit (ticks) and what
+    /// the attempt is told of itself.
     #[inline]
-    fn start(&self, call: &PolicyCall<'_>) -> u64 {
-        call.started.fetch_add(1, Ordering::Relaxed);
-        call.deadline.limit(self.since, call.attempt_timeout())
+    fn start(&self, call: &PolicyCall<'_>) -> (u64, AttemptInfo) {
+        let number = call.started.fetch_add(1, Ordering::Relaxed);
+        let limit = call.deadline.limit(self.since, call.attempt_timeout());
+        (limit, AttemptInfo { number, limit })
     }
 
     /// Records the attempt's outcome (and its duration since admission)
     /// with the breaker; gives the bulkhead slot back.
     #[inline]
-    fn finish<T>(self, result: &Result<T, Error>) {
+    fn finish<T>(self, call: &PolicyCall<'_>, result: &Result<T, Error>) {
+        let outcome = outcome(result);
+        call.probe.outcome(outcome);
         if let Some(permit) = self.permit {
             let end = clock::now();
-            permit.record_at(outcome(result), end.saturating_sub(self.since), end);
+            permit.record_at(outcome, end.saturating_sub(self.since), end);
+            if let Some(breaker) = call.breaker {
+                call.probe.breaker_rates(breaker.window_counts());
+            }
+        }
+        if let Some(bulkhead) = call.bulkhead {
+            drop(self._slot);
+            call.probe
+                .bulkhead(bulkhead.available(), bulkhead.max_concurrent());
         }
     }
 }

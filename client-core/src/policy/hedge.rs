@@ -24,7 +24,9 @@ pub use super::HedgePolicy;
 use super::PolicyCall;
 use super::classify::is_retryable;
 use super::deadline::after;
+use super::guard::AttemptInfo;
 use crate::clock;
+use crate::observe::Event;
 use crate::{Error, ErrorKind};
 
 /// Races the first attempt against hedges sent every `delay` while no
@@ -36,7 +38,7 @@ pub(crate) async fn race<T, F, Fut>(
     attempt: &F,
 ) -> Result<T, Error>
 where
-    F: Fn() -> Fut,
+    F: Fn(AttemptInfo) -> Fut,
     Fut: Future<Output = Result<T, Error>>,
 {
     let on = call.policy.retry.map(|r| r.on).unwrap_or_default();
@@ -71,11 +73,20 @@ where
                     continue;
                 };
                 if call.budget.is_some_and(|b| !b.withdraw(now)) {
+                    call.events.emit(&Event::BudgetExhausted {
+                        service: call.probe.client,
+                        method: call.probe.method,
+                    });
                     extra = hedge.max_extra; // budget spent: no more hedges
                     continue; // (the unused admission gives its slots back)
                 }
                 racing.push(admitted.run(call, attempt));
                 extra += 1;
+                call.events.emit(&Event::HedgeSent {
+                    service: call.probe.client,
+                    method: call.probe.method,
+                    in_flight: racing.len() as u32,
+                });
             }
         }
     }

@@ -44,17 +44,21 @@ pub mod retry;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use crate::observe::probe::Probe;
+use crate::observe::{EventSink, LogLevel, LogPolicy};
 use crate::spec::{Key, MethodDef, Overrides, StatusSet, Value};
 use budget::RetryBudget;
 use bulkhead::Bulkhead;
 use circuit::CircuitBreaker;
 use deadline::{Deadline, Watch};
 
-/// What the policy stages of one call share: the method's resolved policy
-/// and its breaker and bulkhead, the client's retry budget, the call's
-/// deadline and how many attempts it has started.
+/// What the policy stages of one call share: the method's resolved policy,
+/// its breaker, bulkhead and probe, the client's retry budget and events,
+/// the call's deadline and how many attempts it has started.
 pub(crate) struct PolicyCall<'a> {
     pub(crate) policy: &'a MethodPolicy,
+    pub(crate) probe: &'a Probe,
+    pub(crate) events: &'a EventSink,
     pub(crate) breaker: Option<&'a CircuitBreaker>,
     pub(crate) bulkhead: Option<&'a Bulkhead>,
     pub(crate) budget: Option<&'a RetryBudget>,
@@ -68,8 +72,11 @@ pub(crate) struct PolicyCall<'a> {
 impl<'a> PolicyCall<'a> {
     /// A call starting at `start` (ticks).
     #[inline]
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         policy: &'a MethodPolicy,
+        probe: &'a Probe,
+        events: &'a EventSink,
         breaker: Option<&'a CircuitBreaker>,
         bulkhead: Option<&'a Bulkhead>,
         budget: Option<&'a RetryBudget>,
@@ -78,6 +85,8 @@ impl<'a> PolicyCall<'a> {
     ) -> Self {
         PolicyCall {
             policy,
+            probe,
+            events,
             breaker,
             bulkhead,
             budget,
@@ -161,6 +170,7 @@ pub struct HedgePolicy {
 
 /// Every policy of one method, resolved from all levels.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
 pub struct MethodPolicy {
     /// The whole call's limit.
     pub timeout: Duration,
@@ -174,6 +184,8 @@ pub struct MethodPolicy {
     pub bulkhead: Option<BulkheadPolicy>,
     /// `None` when hedging is off (always for non-idempotent methods).
     pub hedge: Option<HedgePolicy>,
+    /// What the HTTP log shows of each attempt.
+    pub log: LogPolicy,
 }
 
 /// Resolves keys over levels, most specific first, then the default.
@@ -258,6 +270,16 @@ impl MethodPolicy {
             delay: l.duration(Key::HedgeDelay).unwrap_or_default(),
             max_extra: l.count(Key::HedgeMaxExtra),
         });
+        let log = LogPolicy {
+            level: match l.value(Key::LogLevel) {
+                Some(Value::Choice(i)) => LogLevel::from_index(i),
+                _ => LogLevel::None,
+            },
+            body_limit: match l.value(Key::LogBodyLimit) {
+                Some(Value::Count(n)) => n,
+                _ => 0,
+            },
+        };
         MethodPolicy {
             timeout: l
                 .duration(Key::Timeout)
@@ -267,6 +289,7 @@ impl MethodPolicy {
             circuit,
             bulkhead,
             hedge,
+            log,
         }
     }
 }

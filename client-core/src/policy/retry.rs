@@ -27,9 +27,11 @@ use std::future::Future;
 use std::time::{Duration, SystemTime};
 
 use super::classify::is_retryable;
+use super::guard::AttemptInfo;
 use super::{PolicyCall, RetryPolicy};
 use crate::Error;
 use crate::clock;
+use crate::observe::Event;
 use http::HeaderValue;
 
 /// The retry loop around `attempt` (which makes one attempt: in the client,
@@ -39,7 +41,7 @@ use http::HeaderValue;
 /// The last attempt's error, marked when the budget ran out.
 pub(crate) async fn run<T, F, Fut>(call: &PolicyCall<'_>, attempt: &F) -> Result<T, Error>
 where
-    F: Fn() -> Fut,
+    F: Fn(AttemptInfo) -> Fut,
     Fut: Future<Output = Result<T, Error>>,
 {
     let policy = call.policy;
@@ -73,11 +75,27 @@ where
             // instead of sleeping into a timeout.
             return Err(error);
         }
-        if let Some(budget) = call.budget
-            && !budget.withdraw_at(now)
-        {
-            return Err(error.with_budget_exhausted());
+        if let Some(budget) = call.budget {
+            let granted = budget.withdraw_at(now);
+            #[cfg(feature = "metrics")]
+            crate::observe::metrics::budget_remaining(call.probe.client, budget.remaining_at(now));
+            if !granted {
+                call.events.emit(&Event::BudgetExhausted {
+                    service: call.probe.client,
+                    method: call.probe.method,
+                });
+                return Err(error.with_budget_exhausted());
+            }
         }
+        call.events.emit(&Event::Retry {
+            service: call.probe.client,
+            method: call.probe.method,
+            attempts: made,
+            cause: error.kind(),
+            status: error.status().map(|s| s.as_u16()),
+            wait,
+            retry_after: error.retry_after().is_some(),
+        });
         if !wait.is_zero() {
             // Boxed for the same reason: only retries pay for the timer.
             Box::pin(tokio::time::sleep(wait)).await;

@@ -93,8 +93,12 @@ impl RetryBudget {
 
     /// Retries that could be taken now (rounded down).
     pub fn remaining(&self, now: Instant) -> u64 {
-        let second = self.second(clock::ticks(now));
-        u64::try_from(self.ring.balance(second) / SCALE).unwrap_or(0)
+        self.remaining_at(clock::ticks(now))
+    }
+
+    /// [`remaining`](Self::remaining) at `now` in ticks.
+    pub(crate) fn remaining_at(&self, now: u64) -> u64 {
+        u64::try_from(self.ring.balance(self.second(now)) / SCALE).unwrap_or(0)
     }
 }
 

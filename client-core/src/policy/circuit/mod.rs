@@ -42,6 +42,7 @@
 //!   window, as Resilience4j does.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -70,9 +71,32 @@ impl From<Phase> for CircuitState {
     }
 }
 
+/// An operator's override of a breaker (the dashboard's actions;
+/// Resilience4j's `FORCED_OPEN` and `DISABLED`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Force {
+    /// Back to automatic.
+    Auto,
+    /// Reject every call, as if open, until set back to `Auto`.
+    Open,
+    /// Close now with an empty window (and stay automatic).
+    Close,
+    /// Let every call through and count nothing, until set back to `Auto`.
+    Disable,
+}
+
+const AUTO: u8 = 0;
+const FORCED_OPEN: u8 = 1;
+const DISABLED: u8 = 2;
+
 /// One method's circuit breaker; see the [module docs](self).
 pub struct CircuitBreaker {
     name: Box<str>,
+    service: &'static str,
+    method: &'static str,
+    /// An operator's override: `AUTO`, `FORCED_OPEN` or `DISABLED`.
+    forced: AtomicU8,
     policy: CircuitPolicy,
     /// `policy.slow_call` in ticks.
     slow_call: u64,
@@ -81,11 +105,15 @@ pub struct CircuitBreaker {
 }
 
 impl CircuitBreaker {
-    /// A closed breaker named `name` (`<service>#<method>`). Out-of-range
-    /// settings are clamped: the window to 1–[`MAX_WINDOW`], `min_calls` to
-    /// the window (as Resilience4j does), `half_open_calls` to
-    /// 1–[`MAX_WINDOW`].
-    pub fn new(name: impl Into<Box<str>>, policy: CircuitPolicy, events: EventSink) -> Self {
+    /// A closed breaker for `service#method`. Out-of-range settings are
+    /// clamped: the window to 1–[`MAX_WINDOW`], `min_calls` to the window (as
+    /// Resilience4j does), `half_open_calls` to 1–[`MAX_WINDOW`].
+    pub fn new(
+        service: &'static str,
+        method: &'static str,
+        policy: CircuitPolicy,
+        events: EventSink,
+    ) -> Self {
         let state = State::new(Settings {
             window: policy.window,
             min_calls: policy.min_calls,
@@ -102,7 +130,10 @@ impl CircuitBreaker {
             ..policy
         };
         CircuitBreaker {
-            name: name.into(),
+            name: format!("{service}#{method}").into_boxed_str(),
+            service,
+            method,
+            forced: AtomicU8::new(AUTO),
             slow_call: clock::of(policy.slow_call),
             policy,
             state,
@@ -135,9 +166,34 @@ impl CircuitBreaker {
     fn emit(&self, from: Phase, to: Phase) {
         self.events.emit(&Event::CircuitStateChanged {
             breaker: &self.name,
+            service: self.service,
+            method: self.method,
             from: from.into(),
             to: to.into(),
         });
+    }
+
+    /// An operator's override; see [`Force`].
+    pub fn force(&self, force: Force) {
+        match force {
+            Force::Auto => self.forced.store(AUTO, Ordering::Release),
+            Force::Open => self.forced.store(FORCED_OPEN, Ordering::Release),
+            Force::Disable => self.forced.store(DISABLED, Ordering::Release),
+            Force::Close => {
+                self.forced.store(AUTO, Ordering::Release);
+                self.state.force_close(|from, to| self.emit(from, to));
+            }
+        }
+    }
+
+    /// The operator's override now: [`Force::Auto`], [`Force::Open`] or
+    /// [`Force::Disable`].
+    pub fn forced(&self) -> Force {
+        match self.forced.load(Ordering::Acquire) {
+            FORCED_OPEN => Force::Open,
+            DISABLED => Force::Disable,
+            _ => Force::Auto,
+        }
     }
 
     /// Asks to make one attempt.
@@ -158,6 +214,10 @@ impl CircuitBreaker {
     /// As [`admit`](Self::admit).
     #[inline]
     pub(crate) fn admit_at(&self, now: u64) -> Result<Permit<'_>, Rejected<'_>> {
+        let forced = self.forced.load(Ordering::Relaxed);
+        if forced != AUTO {
+            return self.admit_forced(forced);
+        }
         match self.state.admit(now, |from, to| self.emit(from, to)) {
             Ok(granted) => Ok(Permit {
                 breaker: self,
@@ -169,6 +229,27 @@ impl CircuitBreaker {
                 refused,
             }),
         }
+    }
+}
+
+impl CircuitBreaker {
+    #[cold]
+    fn admit_forced(&self, forced: u8) -> Result<Permit<'_>, Rejected<'_>> {
+        if forced == FORCED_OPEN {
+            return Err(Rejected {
+                breaker: self,
+                refused: Refused::Forced,
+            });
+        }
+        // Disabled: a permit that counts nothing.
+        Ok(Permit {
+            breaker: self,
+            granted: Granted {
+                generation: u64::MAX,
+                trial: false,
+            },
+            done: true,
+        })
     }
 }
 
@@ -213,6 +294,7 @@ impl Rejected<'_> {
                 "`{name}` is half-open and its {} trial calls are in flight",
                 self.breaker.policy.half_open_calls
             ),
+            Refused::Forced => format!("`{name}` is forced open by an operator"),
         };
         Error::new(ErrorKind::CircuitOpen, message)
     }
@@ -238,6 +320,9 @@ impl Permit<'_> {
     /// [`record`](Self::record) with the duration and the time in ticks.
     #[inline]
     pub(crate) fn record_at(mut self, outcome: Outcome, elapsed: u64, now: u64) {
+        if self.granted.generation == u64::MAX {
+            return; // a disabled breaker's permit counts nothing
+        }
         self.done = true;
         let b = self.breaker;
         let emit = |from, to| b.emit(from, to);
@@ -318,7 +403,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn opens_at_the_failure_rate_once_min_calls_are_in() {
-        let b = CircuitBreaker::new("svc#m", policy(), EventSink::none());
+        let b = CircuitBreaker::new("svc", "m", policy(), EventSink::none());
         for _ in 0..3 {
             assert!(call(&b, Outcome::Failure).is_ok());
         }
@@ -331,7 +416,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn stays_closed_below_the_rate() {
-        let b = CircuitBreaker::new("svc#m", policy(), EventSink::none());
+        let b = CircuitBreaker::new("svc", "m", policy(), EventSink::none());
         for i in 0..40 {
             let outcome = if i % 4 == 0 {
                 Outcome::Failure
@@ -345,7 +430,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_window_slides_old_failures_out() {
-        let b = CircuitBreaker::new("svc#m", policy(), EventSink::none());
+        let b = CircuitBreaker::new("svc", "m", policy(), EventSink::none());
         for _ in 0..4 {
             let _ = call(&b, Outcome::Success);
         }
@@ -353,7 +438,7 @@ mod tests {
             let _ = call(&b, Outcome::Failure);
         }
         assert_eq!(b.state(), CircuitState::Open, "4 of 8 = 50%");
-        let b = CircuitBreaker::new("svc#m", policy(), EventSink::none());
+        let b = CircuitBreaker::new("svc", "m", policy(), EventSink::none());
         for _ in 0..3 {
             let _ = call(&b, Outcome::Failure);
         }
@@ -372,7 +457,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn half_open_lets_exactly_the_trials_through_then_closes() {
         let (sink, seen) = recorder();
-        let b = CircuitBreaker::new("svc#m", policy(), sink);
+        let b = CircuitBreaker::new("svc", "m", policy(), sink);
         for _ in 0..4 {
             let _ = call(&b, Outcome::Failure);
         }
@@ -408,7 +493,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_failed_trial_reopens_and_stale_trials_change_nothing() {
-        let b = CircuitBreaker::new("svc#m", policy(), EventSink::none());
+        let b = CircuitBreaker::new("svc", "m", policy(), EventSink::none());
         for _ in 0..4 {
             let _ = call(&b, Outcome::Failure);
         }
@@ -430,7 +515,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_cancelled_trial_gives_its_slot_back() {
-        let b = CircuitBreaker::new("svc#m", policy(), EventSink::none());
+        let b = CircuitBreaker::new("svc", "m", policy(), EventSink::none());
         for _ in 0..4 {
             let _ = call(&b, Outcome::Failure);
         }
@@ -452,7 +537,7 @@ mod tests {
             slow_call_rate: 50,
             ..policy()
         };
-        let b = CircuitBreaker::new("svc#m", p, EventSink::none());
+        let b = CircuitBreaker::new("svc", "m", p, EventSink::none());
         let now = Instant::now();
         for _ in 0..4 {
             if let Ok(permit) = b.admit(now) {
@@ -470,7 +555,7 @@ mod tests {
             failure_rate: 100,
             ..policy()
         };
-        let b = Arc::new(CircuitBreaker::new("svc#m", p, EventSink::none()));
+        let b = Arc::new(CircuitBreaker::new("svc", "m", p, EventSink::none()));
         let threads: Vec<_> = (0..4)
             .map(|_| {
                 let b = b.clone();
@@ -499,7 +584,7 @@ mod tests {
             min_calls: 10,
             ..policy()
         };
-        let b = CircuitBreaker::new("svc#m", p, EventSink::none());
+        let b = CircuitBreaker::new("svc", "m", p, EventSink::none());
         assert_eq!(b.policy().min_calls, 4);
         for _ in 0..4 {
             let _ = call(&b, Outcome::Failure);
@@ -509,7 +594,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_outcome_from_an_earlier_closed_period_is_not_counted() {
-        let b = CircuitBreaker::new("svc#m", policy(), EventSink::none());
+        let b = CircuitBreaker::new("svc", "m", policy(), EventSink::none());
         let now = Instant::now();
         // Admitted while closed; answers only after the breaker opened and
         // closed again.
@@ -545,7 +630,7 @@ mod tests {
             half_open_calls: 3,
             ..policy()
         };
-        let b = Arc::new(CircuitBreaker::new("svc#m", p, EventSink::none()));
+        let b = Arc::new(CircuitBreaker::new("svc", "m", p, EventSink::none()));
         let threads: Vec<_> = (0..4)
             .map(|t| {
                 let b = b.clone();

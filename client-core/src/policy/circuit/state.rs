@@ -120,6 +120,8 @@ pub(crate) enum Refused {
     Open { left: u64 },
     /// Half-open with every trial slot taken.
     TrialsBusy,
+    /// Forced open by an operator (not a state of the machine).
+    Forced,
 }
 
 const FILLED: u8 = 1;
@@ -354,6 +356,25 @@ impl State {
                 Ok(()) => {
                     if next.state() != HALF_OPEN {
                         transition(Phase::HalfOpen, next.phase());
+                    }
+                    return;
+                }
+                Err(current) => word = current,
+            }
+        }
+    }
+
+    /// Moves to closed with an empty window, whatever the state (an
+    /// operator's reset); reports the transition if it was not closed.
+    pub(crate) fn force_close(&self, mut transition: impl FnMut(Phase, Phase)) {
+        let mut word = Word(self.word.load(Ordering::Acquire));
+        loop {
+            self.reset_window();
+            let from = word.phase();
+            match self.cas(word, word.next(CLOSED)) {
+                Ok(()) => {
+                    if from != Phase::Closed {
+                        transition(from, Phase::Closed);
                     }
                     return;
                 }

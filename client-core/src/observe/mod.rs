@@ -1,0 +1,243 @@
+//! Seeing into a client: events, tracing spans, metrics, HTTP logs, live
+//! statistics.
+//!
+//! courier knows at compile time the service name, the method name and the
+//! path *template* of every call, so everything it reports is labelled
+//! with those (`GET /api/v1/users/{id}`, never the raw path or a query
+//! value): the number of series stays fixed however many ids are called.
+//!
+//! - **Events** ([`Event`]): a breaker changed state, a retry is about to
+//!   be made, a hedge was sent, an instance was ejected, the retry budget ran
+//!   out, a fallback answered. Each goes to the builder's callback
+//!   ([`ClientBuilder::on_event`](crate::ClientBuilder::on_event)), to
+//!   `tracing` at a fitting level (a breaker opening and an ejection are
+//!   warnings), to the metrics, and to the live statistics. Events are rare,
+//!   so this fan-out sits off the happy path.
+//! - **Spans** (`trace.rs`): one span per call, one OpenTelemetry CLIENT span
+//!   per attempt, following the stable HTTP client conventions; with the
+//!   `opentelemetry` feature, `traceparent`/`tracestate` carry the attempt's
+//!   span context to the called service.
+//! - **Metrics** (`metrics.rs`, feature `metrics`): the `metrics` facade,
+//!   with the OpenTelemetry request-duration histogram and Resilience4j's
+//!   families under courier names.
+//! - **HTTP logs** (`log.rs`): Feign's levels, per client and method,
+//!   through `tracing`, with secrets masked.
+//! - **Live statistics** (`stats.rs`, feature `dashboard`): per-method
+//!   counts, latencies and recent transitions of every built client, for
+//!   the dashboard.
+//!
+//! With no tracing subscriber and no metrics recorder, all of this costs a
+//! few branches per call (measured in the overhead benchmark).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub(crate) mod log;
+#[cfg(feature = "metrics")]
+pub(crate) mod metrics;
+pub(crate) mod probe;
+#[cfg(feature = "dashboard")]
+pub mod stats;
+pub(crate) mod trace;
+
+pub use log::{LogLevel, LogPolicy};
+
+use crate::ErrorKind;
+
+/// Something worth knowing that happened inside a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event<'a> {
+    /// A method's circuit breaker changed state.
+    #[non_exhaustive]
+    CircuitStateChanged {
+        /// The breaker's name, `<service>#<method>`.
+        breaker: &'a str,
+        /// The logical service name.
+        service: &'a str,
+        /// The trait method.
+        method: &'a str,
+        /// The state it left.
+        from: CircuitState,
+        /// The state it entered.
+        to: CircuitState,
+    },
+    /// A failed attempt is about to be tried again.
+    #[non_exhaustive]
+    Retry {
+        /// The logical service name.
+        service: &'a str,
+        /// The trait method.
+        method: &'a str,
+        /// Attempts made so far.
+        attempts: u32,
+        /// The kind of the failure being retried.
+        cause: ErrorKind,
+        /// Its status, if the service answered.
+        status: Option<u16>,
+        /// How long the call waits before the retry.
+        wait: Duration,
+        /// Whether the wait came from the service's `Retry-After`.
+        retry_after: bool,
+    },
+    /// A hedged attempt was sent, the first answer being late.
+    #[non_exhaustive]
+    HedgeSent {
+        /// The logical service name.
+        service: &'a str,
+        /// The trait method.
+        method: &'a str,
+        /// Attempts in flight with it.
+        in_flight: u32,
+    },
+    /// The retry budget refused a retry (or a hedge).
+    #[non_exhaustive]
+    BudgetExhausted {
+        /// The logical service name.
+        service: &'a str,
+        /// The trait method whose retry was refused.
+        method: &'a str,
+    },
+    /// An instance was ejected for failing.
+    #[non_exhaustive]
+    Ejected {
+        /// The logical service name.
+        service: &'a str,
+        /// The instance's id.
+        instance: &'a str,
+        /// How long it is ejected for.
+        duration: Duration,
+    },
+    /// A call failed and the fallback answered instead.
+    #[non_exhaustive]
+    FallbackUsed {
+        /// The logical service name.
+        service: &'a str,
+        /// The trait method.
+        method: &'a str,
+        /// The kind of the failure the fallback stood in for.
+        cause: crate::ErrorKind,
+    },
+}
+
+impl fmt::Display for Event<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Event::CircuitStateChanged {
+                breaker, from, to, ..
+            } => write!(f, "circuit breaker {breaker}: {from} -> {to}"),
+            Event::Retry {
+                service,
+                method,
+                attempts,
+                cause,
+                wait,
+                ..
+            } => write!(
+                f,
+                "{service}#{method}: retrying after attempt {attempts} ({cause:?}) in {wait:?}"
+            ),
+            Event::HedgeSent {
+                service,
+                method,
+                in_flight,
+            } => write!(
+                f,
+                "{service}#{method}: hedge sent ({in_flight} attempts in flight)"
+            ),
+            Event::BudgetExhausted { service, method } => {
+                write!(f, "{service}#{method}: retry budget exhausted")
+            }
+            Event::Ejected {
+                service,
+                instance,
+                duration,
+            } => write!(f, "{service}: instance {instance} ejected for {duration:?}"),
+            Event::FallbackUsed {
+                service,
+                method,
+                cause,
+            } => write!(
+                f,
+                "fallback answered for {service}#{method} (cause: {cause:?})"
+            ),
+        }
+    }
+}
+
+/// The state of a circuit breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CircuitState {
+    /// Calls go through; outcomes are counted.
+    Closed,
+    /// Calls fail at once, without I/O.
+    Open,
+    /// A fixed number of trial calls go through; the rest fail at once.
+    HalfOpen,
+}
+
+impl CircuitState {
+    /// The state as a label value: `closed`, `open`, `half_open`.
+    pub const fn as_label(self) -> &'static str {
+        match self {
+            CircuitState::Closed => "closed",
+            CircuitState::Open => "open",
+            CircuitState::HalfOpen => "half_open",
+        }
+    }
+}
+
+impl fmt::Display for CircuitState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CircuitState::Closed => "closed",
+            CircuitState::Open => "open",
+            CircuitState::HalfOpen => "half-open",
+        })
+    }
+}
+
+type Callback = dyn for<'e> Fn(&Event<'e>) + Send + Sync;
+
+/// Where a client's events go: the user's callback, if any, and always
+/// `tracing`, the metrics (feature `metrics`) and the live statistics
+/// (feature `dashboard`).
+#[derive(Clone, Default)]
+pub struct EventSink(Option<Arc<Callback>>);
+
+impl EventSink {
+    /// A sink that calls `callback` for every event.
+    pub fn new(callback: impl for<'e> Fn(&Event<'e>) + Send + Sync + 'static) -> Self {
+        EventSink(Some(Arc::new(callback)))
+    }
+
+    /// A sink without a callback (events still reach tracing and metrics).
+    pub fn none() -> Self {
+        EventSink(None)
+    }
+
+    /// Hands `event` to the callback, tracing, the metrics and the
+    /// statistics.
+    #[cold]
+    pub fn emit(&self, event: &Event<'_>) {
+        trace::event(event);
+        #[cfg(feature = "metrics")]
+        metrics::event(event);
+        #[cfg(feature = "dashboard")]
+        stats::event(event);
+        if let Some(callback) = &self.0 {
+            callback(event);
+        }
+    }
+}
+
+impl fmt::Debug for EventSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "EventSink(callback)"
+        } else {
+            "EventSink(none)"
+        })
+    }
+}
