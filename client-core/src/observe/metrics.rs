@@ -35,6 +35,12 @@ use crate::ErrorKind;
 use crate::observe::CircuitState;
 use crate::policy::classify::Outcome;
 
+/// The buckets OpenTelemetry recommends for `http.client.request.duration`
+/// (seconds), for exporters that need them configured (Prometheus).
+pub const DURATION_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+
 /// What a duration is labelled with besides the method: a status code or an
 /// error kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

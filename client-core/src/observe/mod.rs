@@ -42,6 +42,8 @@ pub mod stats;
 pub(crate) mod trace;
 
 pub use log::{LogLevel, LogPolicy};
+#[cfg(feature = "metrics")]
+pub use metrics::DURATION_BUCKETS;
 
 use crate::ErrorKind;
 

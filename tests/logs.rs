@@ -1,0 +1,156 @@
+//! HTTP logs at Feign's levels, through `tracing`, captured as text: what
+//! each level shows, and that no planted secret appears at any level.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use courier::{Config, Error, client};
+use tracing_subscriber::fmt::MakeWriter;
+use wiremock::matchers::path;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+#[client(name = "vault")]
+#[retry(disabled)]
+#[circuit_breaker(disabled)]
+trait Vault {
+    #[post("/secrets/{name}")]
+    #[log(level = "full", body_limit = 64)]
+    async fn store(
+        &self,
+        name: &str,
+        #[query] token: &str,
+        #[header("authorization")] auth: &str,
+        #[body] body: &serde_json::Value,
+    ) -> Result<String, Error>;
+
+    #[get("/secrets/{name}")]
+    #[log(level = "basic")]
+    async fn read(&self, name: &str, #[query] token: &str) -> Result<String, Error>;
+
+    #[get("/secrets/{name}")]
+    async fn quiet(&self, name: &str) -> Result<String, Error>;
+}
+
+/// Everything the subscriber writes, as text.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().map(|b| b.clone()).unwrap_or_default()).into_owned()
+    }
+}
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut b) = self.0.lock() {
+            b.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn each_level_logs_what_it_says_and_no_secret() {
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(captured.clone())
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let server = MockServer::start().await;
+    Mock::given(path("/secrets/db"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("set-cookie", "session=c00kie")
+                .insert_header("x-served-by", "vault-7")
+                .set_body_string("stored"),
+        )
+        .mount(&server)
+        .await;
+    let vault = VaultClient::builder()
+        .base_url(server.uri())
+        .default_header("x-api-key", "k3y-planted")
+        .build()
+        .expect("valid");
+
+    let body = serde_json::json!({ "value": "visible-body" });
+    vault
+        .store("db", "t0ken-planted", "Bearer b3arer-planted", &body)
+        .await
+        .expect("stored");
+    let full = captured.text();
+    assert!(
+        full.contains("---> POST /secrets/db?token=[redacted]"),
+        "{full}"
+    );
+    assert!(full.contains("authorization: [redacted]"), "{full}");
+    assert!(full.contains("x-api-key: [redacted]"), "{full}");
+    assert!(full.contains("visible-body"), "full shows bodies: {full}");
+    assert!(full.contains("<--- 200 POST /secrets/{name}"), "{full}");
+    assert!(full.contains("x-served-by: vault-7"), "{full}");
+    assert!(full.contains("set-cookie: [redacted]"), "{full}");
+
+    vault.read("db", "t0ken-planted").await.expect("read");
+    let basic = captured.text()[full.len()..].to_owned();
+    assert!(basic.contains("<--- 200 GET /secrets/{name}"), "{basic}");
+    assert!(
+        !basic.contains("x-served-by"),
+        "basic has no headers: {basic}"
+    );
+
+    vault.quiet("db").await.expect("read");
+    let quiet = captured.text()[full.len() + basic.len()..].to_owned();
+    assert!(!quiet.contains("<---"), "none logs nothing: {quiet}");
+
+    let all = captured.text();
+    for secret in ["t0ken-planted", "b3arer-planted", "k3y-planted", "c00kie"] {
+        assert!(!all.contains(secret), "{secret} leaked:\n{all}");
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_level_comes_from_config_too_and_failures_are_logged() {
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(captured.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let config = Config::from_toml_str(
+        r#"
+        [clients.vault.methods.quiet]
+        log.level = "basic"
+        "#,
+    )
+    .expect("valid");
+    // A port nothing listens on (bound, then let go).
+    let down = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| format!("http://{a}"))
+        .expect("a free port");
+    let vault = VaultClient::builder()
+        .base_url(down)
+        .config(&config)
+        .build()
+        .expect("valid");
+    let err = vault.quiet("db").await.expect_err("nothing listens");
+    assert!(err.is_connect());
+    let text = captured.text();
+    assert!(
+        text.contains("<--- ERROR GET /secrets/{name} Connect"),
+        "{text}"
+    );
+}

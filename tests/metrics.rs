@@ -1,0 +1,293 @@
+//! Metrics through the `metrics` facade, read back with metrics-util's
+//! debugging recorder: values, not just names, and a number of series that
+//! stays fixed however many ids are called.
+#![cfg(feature = "metrics")]
+
+use std::collections::HashMap;
+
+use courier::{Error, client};
+use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use wiremock::matchers::path;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+mod support;
+
+#[client(name = "ledger")]
+#[retry(backoff = "1ms..2ms")]
+trait Ledger {
+    #[get("/entries/{id}")]
+    #[circuit_breaker(disabled)]
+    async fn entry(&self, id: u64) -> Result<String, Error>;
+
+    #[get("/flaky")]
+    #[retry(disabled)]
+    #[circuit_breaker(window = 2, min_calls = 2, failure_rate = 100, open_for = "10s")]
+    #[bulkhead(max_concurrent = 4)]
+    async fn flaky(&self) -> Result<String, Error>;
+}
+
+struct Cached;
+
+#[courier::async_trait]
+impl Ledger for Cached {
+    async fn entry(&self, _: u64) -> Result<String, Error> {
+        Ok("cached".into())
+    }
+    async fn flaky(&self) -> Result<String, Error> {
+        Ok("cached".into())
+    }
+}
+
+/// Every series: (name, sorted labels) → value.
+type Series = HashMap<(String, Vec<(String, String)>), DebugValue>;
+
+fn series(snapshotter: &Snapshotter) -> Series {
+    snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .map(|(key, _, _, value)| {
+            let key = key.key();
+            let mut labels: Vec<(String, String)> = key
+                .labels()
+                .map(|l| (l.key().to_owned(), l.value().to_owned()))
+                .collect();
+            labels.sort();
+            ((key.name().to_owned(), labels), value)
+        })
+        .collect()
+}
+
+fn find<'s>(series: &'s Series, name: &str, labels: &[(&str, &str)]) -> Vec<&'s DebugValue> {
+    series
+        .iter()
+        .filter(|((n, l), _)| {
+            n == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v))
+        })
+        .map(|(_, v)| v)
+        .collect()
+}
+
+fn counter(series: &Series, name: &str, labels: &[(&str, &str)]) -> u64 {
+    find(series, name, labels)
+        .iter()
+        .map(|v| match v {
+            DebugValue::Counter(n) => *n,
+            _ => 0,
+        })
+        .sum()
+}
+
+fn gauge(series: &Series, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    find(series, name, labels).iter().find_map(|v| match v {
+        DebugValue::Gauge(g) => Some(g.into_inner()),
+        _ => None,
+    })
+}
+
+fn samples(series: &Series, name: &str, labels: &[(&str, &str)]) -> usize {
+    find(series, name, labels)
+        .iter()
+        .map(|v| match v {
+            DebugValue::Histogram(h) => h.len(),
+            _ => 0,
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn calls_retries_durations_and_breaker_states_are_counted() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
+
+    let server = MockServer::start().await;
+    support::fail_then_ok(&server, "/entries/1", 503, 1).await;
+    Mock::given(path("/entries/2"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("two"))
+        .mount(&server)
+        .await;
+    Mock::given(path("/flaky"))
+        .respond_with(ResponseTemplate::new(500))
+        .mount(&server)
+        .await;
+    let ledger = LedgerClient::builder()
+        .base_url(server.uri())
+        .fallback(Cached)
+        .build()
+        .expect("valid");
+
+    assert_eq!(ledger.entry(1).await.ok().as_deref(), Some("ok"));
+    for _ in 0..3 {
+        assert_eq!(ledger.entry(2).await.ok().as_deref(), Some("two"));
+    }
+    // Two 500s open the breaker (the fallback answers), a third is not
+    // permitted.
+    for _ in 0..3 {
+        assert_eq!(ledger.flaky().await.ok().as_deref(), Some("cached"));
+    }
+    let s = series(&snapshotter);
+    let entry = [("courier.client", "ledger"), ("courier.method", "entry")];
+    let flaky = [("courier.client", "ledger"), ("courier.method", "flaky")];
+    let with = |base: &[(&'static str, &'static str)], extra: (&'static str, &'static str)| {
+        let mut v = base.to_vec();
+        v.push(extra);
+        v
+    };
+
+    assert_eq!(
+        counter(
+            &s,
+            "courier.retry.calls",
+            &with(&entry, ("kind", "successful_with_retry"))
+        ),
+        1
+    );
+    assert_eq!(
+        counter(
+            &s,
+            "courier.retry.calls",
+            &with(&entry, ("kind", "successful_without_retry"))
+        ),
+        3
+    );
+    assert_eq!(
+        counter(
+            &s,
+            "courier.retry.calls",
+            &with(&flaky, ("kind", "failed_without_retry"))
+        ),
+        3
+    );
+    let template = ("url.template", "/entries/{id}");
+    assert_eq!(
+        samples(
+            &s,
+            "http.client.request.duration",
+            &[template, ("http.response.status_code", "503")]
+        ),
+        1
+    );
+    assert_eq!(
+        samples(
+            &s,
+            "http.client.request.duration",
+            &[template, ("http.response.status_code", "200")]
+        ),
+        4
+    );
+    assert_eq!(
+        samples(
+            &s,
+            "http.client.request.duration",
+            &[
+                ("url.template", "/flaky"),
+                ("http.response.status_code", "500")
+            ]
+        ),
+        2
+    );
+    assert_eq!(
+        counter(
+            &s,
+            "courier.circuitbreaker.calls",
+            &with(&flaky, ("kind", "failed"))
+        ),
+        2
+    );
+    assert_eq!(
+        counter(
+            &s,
+            "courier.circuitbreaker.calls",
+            &with(&flaky, ("kind", "not_permitted"))
+        ),
+        1
+    );
+    assert_eq!(
+        gauge(
+            &s,
+            "courier.circuitbreaker.state",
+            &with(&flaky, ("state", "open"))
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        gauge(
+            &s,
+            "courier.circuitbreaker.state",
+            &with(&flaky, ("state", "closed"))
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        gauge(&s, "courier.circuitbreaker.failure_rate", &flaky),
+        Some(100.0)
+    );
+    assert_eq!(
+        gauge(&s, "courier.bulkhead.available_concurrent_calls", &flaky),
+        Some(4.0)
+    );
+    assert_eq!(
+        gauge(&s, "courier.bulkhead.max_allowed_concurrent_calls", &flaky),
+        Some(4.0)
+    );
+    assert_eq!(
+        counter(
+            &s,
+            "courier.fallback.calls",
+            &with(&flaky, ("cause", "status"))
+        ),
+        2
+    );
+    assert_eq!(
+        counter(
+            &s,
+            "courier.fallback.calls",
+            &with(&flaky, ("cause", "circuit_open"))
+        ),
+        1
+    );
+    // Every label value is a compile-time name, a status, a kind or a
+    // state: never the raw path.
+    for (_, labels) in s.keys() {
+        for (_, value) in labels {
+            assert!(
+                !value.contains("/entries/1") && !value.contains("/entries/2"),
+                "{value}"
+            );
+        }
+    }
+}
+
+/// 1,000 distinct ids make no new series: labels carry the template.
+#[tokio::test(flavor = "current_thread")]
+async fn the_number_of_series_stays_fixed_whatever_the_ids() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let server = support::healthy("x").await;
+    let ledger = LedgerClient::builder()
+        .base_url(server.uri())
+        .build()
+        .expect("valid");
+    for id in 0..10 {
+        ledger.entry(id).await.expect("answered");
+    }
+    let before = series(&snapshotter).len();
+    for id in 10..1010 {
+        ledger.entry(id).await.expect("answered");
+    }
+    let after = series(&snapshotter);
+    assert_eq!(after.len(), before, "no series per id");
+    assert_eq!(
+        samples(
+            &after,
+            "http.client.request.duration",
+            &[("url.template", "/entries/{id}")]
+        ),
+        1000
+    );
+}
