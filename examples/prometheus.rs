@@ -14,7 +14,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 
 #[client(name = "inventory")]
 #[retry(backoff = "1ms..5ms")]
-pub trait Inventory {
+trait Inventory {
     #[get("/stock/{sku}")]
     async fn stock(&self, sku: &str) -> Result<String, Error>;
 }
