@@ -92,9 +92,15 @@ impl<'a> MethodCall<'a> {
         let attempt = |info| self.attempt::<D>(&parts, &sent, &last_instance, info);
         let start = crate::clock::now();
         let policies = self.policies(start);
-        let result = retry::run(&policies, &attempt)
-            .instrument(self.span.clone())
-            .await;
+        // NOTE: instrumented only when a subscriber wants the span: wrapping
+        // moves the whole policy future once more (a 1.4 KB copy per call).
+        let result = if self.span.is_disabled() {
+            retry::run(&policies, &attempt).await
+        } else {
+            retry::run(&policies, &attempt)
+                .instrument(self.span.clone())
+                .await
+        };
         let sent = sent.load(Ordering::Relaxed);
         self.method.probe.call_done(
             &self.span,
@@ -152,11 +158,16 @@ impl<'a> MethodCall<'a> {
         match &self.shared.target {
             Target::Fixed(_, server) => {
                 let observed = probe.attempt(server, info.number, None, info.limit);
-                let span = observed.span.clone();
-                let result = transport
-                    .exchange::<D>(verb, &observed, parts, None, sent)
-                    .instrument(span)
-                    .await;
+                let result = if observed.span.is_disabled() {
+                    transport
+                        .exchange::<D>(verb, &observed, parts, None, sent)
+                        .await
+                } else {
+                    transport
+                        .exchange::<D>(verb, &observed, parts, None, sent)
+                        .instrument(observed.span.clone())
+                        .await
+                };
                 observed.finish(&result);
                 result
             }
@@ -165,12 +176,17 @@ impl<'a> MethodCall<'a> {
                 let endpoint = picked.endpoint();
                 let id = Some(endpoint.instance().id.as_str());
                 let observed = probe.attempt(endpoint.server(), info.number, id, info.limit);
-                let span = observed.span.clone();
                 let base = Some(endpoint.base_url());
-                let result = transport
-                    .exchange::<D>(verb, &observed, parts, base, sent)
-                    .instrument(span)
-                    .await;
+                let result = if observed.span.is_disabled() {
+                    transport
+                        .exchange::<D>(verb, &observed, parts, base, sent)
+                        .await
+                } else {
+                    transport
+                        .exchange::<D>(verb, &observed, parts, base, sent)
+                        .instrument(observed.span.clone())
+                        .await
+                };
                 observed.finish(&result);
                 balancer.finish(picked, start, result)
             }

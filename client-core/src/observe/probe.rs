@@ -147,6 +147,7 @@ impl Probe {
 
     /// The breaker's rates after an outcome.
     #[inline]
+    #[cfg(feature = "metrics")]
     pub(crate) fn breaker_rates(&self, counts: (u64, u64, u64)) {
         #[cfg(feature = "metrics")]
         {

@@ -161,10 +161,12 @@ impl Admitted<'_> {
         if let Some(permit) = self.permit {
             let end = clock::now();
             permit.record_at(outcome, end.saturating_sub(self.since), end);
+            #[cfg(feature = "metrics")]
             if let Some(breaker) = call.breaker {
                 call.probe.breaker_rates(breaker.window_counts());
             }
         }
+        #[cfg(feature = "metrics")]
         if let Some(bulkhead) = call.bulkhead {
             drop(self._slot);
             call.probe
