@@ -387,6 +387,80 @@ fn thread_cpu() -> Option<Cpu> {
     None
 }
 
+// ===== what observing costs =====
+
+/// The added cost of a GET when a tracing subscriber (the registry, spans at
+/// INFO) and a metrics recorder (metrics-util's debugging recorder) are
+/// installed, against none: client CPU and allocations per call at c=1,
+/// rounds interleaved. The metrics only count when courier is built with
+/// its `metrics` feature (`cargo bench --bench overhead --features metrics`).
+async fn observing_cost(addr: SocketAddr, quick: bool) {
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    let base = format!("http://{addr}");
+    let plain = BenchClient::builder()
+        .base_url(&base)
+        .build()
+        .expect("courier client");
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    let dispatch = tracing::Dispatch::new(
+        tracing_subscriber::registry().with(tracing_subscriber::filter::LevelFilter::INFO),
+    );
+    let observed = {
+        let _metrics = metrics::set_default_local_recorder(&recorder);
+        let _tracing = tracing::dispatcher::set_default(&dispatch);
+        BenchClient::builder()
+            .base_url(&base)
+            .build()
+            .expect("courier client")
+    };
+    let calls: u64 = if quick { 200 } else { 5000 };
+    let rounds = if quick { 1 } else { 5 };
+    let mut cpu = [Vec::new(), Vec::new()];
+    let mut allocs = [0u64, 0u64];
+    for id in 0..20 {
+        black_box(plain.get(id).await.is_ok());
+        black_box(observed.get(id).await.is_ok());
+    }
+    for _ in 0..rounds {
+        for (i, client) in [&plain, &observed].into_iter().enumerate() {
+            let _metrics = (i == 1).then(|| metrics::set_default_local_recorder(&recorder));
+            let _tracing = (i == 1).then(|| tracing::dispatcher::set_default(&dispatch));
+            let before = thread_cpu();
+            let n = allocations(async {
+                for id in 0..calls {
+                    black_box(client.get(id).await.is_ok());
+                }
+            })
+            .await;
+            if let (Some(a), Some(b)) = (before, thread_cpu()) {
+                let used = (b.user + b.sys).saturating_sub(a.user + a.sys);
+                cpu[i].push(used.as_secs_f64() * 1e6 / calls as f64);
+            }
+            allocs[i] += n;
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    let (a, b) = (median(&mut cpu[0]), median(&mut cpu[1]));
+    let per = |n: u64| n as f64 / (calls * rounds) as f64;
+    println!("\n### What observing costs (GET, c=1, client thread)\n");
+    println!("| | client CPU µs/call (median of {rounds}) | allocations/call |");
+    println!("|---|---|---|");
+    println!(
+        "| no subscriber, no recorder | {a:.2} | {:.1} |",
+        per(allocs[0])
+    );
+    println!(
+        "| tracing at INFO (registry) + metrics recorder | {b:.2} (+{:.2}) | {:.1} (+{:.1}) |",
+        b - a,
+        per(allocs[1]),
+        per(allocs[1]) - per(allocs[0])
+    );
+}
+
 // ===== runtimes =====
 
 /// The tokio runtime flavour the clients run on.
@@ -937,6 +1011,7 @@ fn main() {
                 ours as f64 / calls as f64
             );
         }
+        observing_cost(addr, quick).await;
         println!();
 
         println!("### Without I/O\n");

@@ -138,6 +138,8 @@
 //!   one per method, 4xx never count;
 //! - `#[bulkhead(max_concurrent = 10, max_wait = "0ms")]`: off by default;
 //! - `#[hedge(delay = "50ms", max_extra = 1)]`: off by default;
+//! - `#[log(level = "basic", body_limit = 4096)]`: Feign's HTTP log levels
+//!   (`none`, `basic`, `headers`, `full`), secrets masked;
 //! - `#[idempotent]`: a POST or PATCH that is safe to repeat.
 //!
 //! A [`Config`] file overrides any of them without recompiling, and the
@@ -188,7 +190,20 @@
 //! ## The client
 //!
 //! `<Trait>Client::builder()` returns a [`ClientBuilder`]; see it for every
-//! setting. A client is cheap to clone, and clones share one connection pool.
+//! setting: the target, tower layers and interceptors (synchronous or
+//! async) around the transport, the redirect policy ([`Redirects`]), the
+//! size limit, config, retry budget, fallback. A client is cheap to clone,
+//! and clones share one connection pool.
+//!
+//! ## Observing it
+//!
+//! Every call is a `tracing` span and every attempt an OpenTelemetry CLIENT
+//! span named after the path template (`GET /api/v1/users/{id}`); with the
+//! feature `opentelemetry` the trace continues into the called service
+//! through `traceparent`. With the feature `metrics`, the `metrics` facade
+//! gets the request-duration histogram and Resilience4j's families under
+//! courier names. [`Inspect::snapshot`] reads every method's effective policy
+//! and state. See [`observe`].
 //!
 //! ## Testing against faults
 //!

@@ -17,9 +17,10 @@
 //! backoff, attempt_timeout, on}`; `circuit_breaker.{disabled, window,
 //! min_calls, failure_rate, slow_call, slow_call_rate, open_for,
 //! half_open_calls}`; `bulkhead.{disabled, max_concurrent, max_wait}`;
-//! `hedge.{disabled, delay, max_extra}`. Durations are written as in the
-//! attributes (`"300ms"`, `"2s"`, `"1m 30s"`, at most a day), a back-off as
-//! `"50ms..1s"`.
+//! `hedge.{disabled, delay, max_extra}`; `log.{level, body_limit}`.
+//! Durations are written as in the attributes (`"300ms"`, `"2s"`,
+//! `"1m 30s"`, at most a day), a back-off as `"50ms..1s"`, a log level as
+//! `"basic"`.
 //!
 //! Precedence (see [`crate::policy`]): config method level, method
 //! attribute, config client level, trait attribute, built-in default.
