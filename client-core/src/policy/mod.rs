@@ -279,6 +279,7 @@ mod tests {
         verb: Verb::Get,
         path: "/x",
         idempotent: false,
+        auth: true,
         policy: Overrides::NONE,
     };
     const POST: MethodDef = MethodDef {
@@ -286,6 +287,7 @@ mod tests {
         verb: Verb::Post,
         path: "/x",
         idempotent: false,
+        auth: true,
         policy: Overrides::NONE,
     };
 
