@@ -215,8 +215,11 @@ pub use courier_core::{
     AsyncInterceptor, Balance, BoxError, CircuitState, ClientBuilder, ClientSnapshot, Config,
     Discovery, Error, ErrorKind, Event, Inspect, Instance, Interceptor, MethodPolicy, Outgoing,
     OutlierEjection, Redirects, Response, StaticDiscovery, balance, builder, codec, config,
-    discovery, inspect, interceptor, observe, policy, request, spec, transport,
+    context, discovery, inspect, interceptor, observe, policy, request, spec, transport,
 };
+
+#[cfg(feature = "auth")]
+pub use courier_core::auth;
 
 #[cfg(feature = "testing")]
 pub use courier_core::testing;

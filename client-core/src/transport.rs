@@ -39,6 +39,17 @@
 //! recomputed), never for a hop to another origin. A redirect is part of the
 //! same attempt: `attempts()` counts it once.
 //!
+//! ## Credentials and context
+//!
+//! The client's credentials (`.auth(…)`, feature `auth`) are the last hook
+//! to run, so they win over a propagated or an interceptor's
+//! `Authorization`. A `401` to an OAuth2 token or a minted JWT is sent
+//! again once, right here, after the credentials dropped that token and
+//! fetched a fresh one (any verb: a 401 was refused before processing);
+//! like a redirect, the resend is part of its attempt. Headers captured
+//! from the request being served ([`crate::context`]) are added after the
+//! call's own and the default headers, so those win.
+//!
 //! With your own reqwest client ([`http_client`](crate::ClientBuilder::http_client)),
 //! build it with `redirect(reqwest::redirect::Policy::none())`: otherwise
 //! reqwest follows redirects before courier sees them.
@@ -70,7 +81,7 @@ use tower::ServiceExt;
 
 use crate::codec::Decode;
 use crate::error::SNIPPET_BYTES;
-use crate::interceptor::{self, Hook, Outgoing};
+use crate::interceptor::{self, Hook, Outgoing, Signed};
 use crate::policy::retry::parse_retry_after;
 use crate::request::RequestParts;
 use crate::{BoxError, Error, ErrorKind};
@@ -393,6 +404,9 @@ impl Settings {
         let mut body = parts.body.as_ref();
         let mut own_headers = true;
         let mut hops = 0u8;
+        // NOTE(auth): a 401 to refreshable credentials is sent again once,
+        // with a fresh token; see `auth`.
+        let mut resent = false;
         loop {
             let mut headers = HeaderMap::new();
             for (name, value) in &parts.headers {
@@ -406,6 +420,8 @@ impl Settings {
                         headers.insert(name, value.clone());
                     }
                 }
+                // The inbound request's allow-listed headers (`context`).
+                crate::context::propagate(&mut headers);
             }
             if body.is_none() && parts.body.is_some() {
                 // A hop turned the request into a GET without the body.
@@ -416,21 +432,22 @@ impl Settings {
                     .entry(ACCEPT)
                     .or_insert(HeaderValue::from_static(accept));
             }
+            let mut signed = Signed::default();
             if own_headers && !self.hooks.is_empty() {
-                let mut outgoing = Outgoing {
-                    http_method: &method,
-                    url: &url,
-                    headers: &mut headers,
-                    service: self.service,
-                    method: method_name,
-                };
+                let mut outgoing =
+                    Outgoing::new(&method, &url, &mut headers, self.service, method_name);
                 interceptor::run(&self.hooks, &mut outgoing).await?;
+                signed = outgoing.into_signed();
             }
-            if hops == 0 {
+            if hops == 0 && !resent {
                 sent.fetch_add(1, Ordering::Relaxed);
             }
-            let mut incoming = self.send(&method, &url, headers, body).await?;
+            let mut incoming = self.send(&method, &signed.url(&url), headers, body).await?;
             let status = incoming.status();
+            if status == StatusCode::UNAUTHORIZED && !resent && signed.refresh() {
+                resent = true;
+                continue;
+            }
             if !status.is_redirection() {
                 return self.receive::<D>(incoming).await;
             }

@@ -1,0 +1,288 @@
+//! Service identity: credentials on every outgoing call (feature `auth`),
+//! and, for the receiving side, a layer that verifies JWTs and checks
+//! revocations (features `jwt` and `redis`).
+//!
+//! In a system of services, a call carries who is calling. A calling
+//! service sets its credentials once, on the builder, and courier puts them
+//! on every attempt:
+//!
+//! | credentials | made with | sent as |
+//! |---|---|---|
+//! | a static token | [`Auth::bearer`] | `Authorization: Bearer …` |
+//! | an API key | [`Auth::api_key`] / [`Auth::api_key_query`] | a header, or a query parameter |
+//! | OAuth2 client credentials (RFC 6749 §4.4) | [`OAuth2`] | a bearer token from the token endpoint, cached |
+//! | a JWT the service signs itself (feature `jwt`) | [`ServiceJwt`](jwt::ServiceJwt) | a bearer JWT, minted and cached |
+//!
+//! ```no_run
+//! use courier::auth::{OAuth2, Secret};
+//! use courier::{client, Error};
+//!
+//! #[client(name = "ledger")]
+//! pub trait Ledger {
+//!     #[get("/entries/{id}")]
+//!     async fn entry(&self, id: u64) -> Result<String, Error>;
+//!
+//!     #[get("/health")]
+//!     #[auth(none)]                       // a public endpoint: no credentials
+//!     async fn health(&self) -> Result<(), Error>;
+//! }
+//!
+//! # fn demo() -> Result<(), Error> {
+//! let ledger = LedgerClient::builder()
+//!     .base_url("http://ledger.internal:8080")
+//!     .auth(
+//!         OAuth2::client_credentials(
+//!             "https://auth.internal/oauth2/token",
+//!             "billing",
+//!             Secret::from_env("BILLING_CLIENT_SECRET").unwrap_or_else(|| Secret::new("dev")),
+//!         )
+//!         .scope("ledger.read")
+//!         .audience("ledger"),
+//!     )
+//!     .build()?;
+//! # let _ = ledger; Ok(()) }
+//! ```
+//!
+//! ## Where credentials go in a call
+//!
+//! Credentials are an async interceptor (see [`crate::interceptor`]) that
+//! runs on every attempt after the instance is picked, and after the
+//! interceptors you added: what `.auth(…)` sets wins over a header an
+//! interceptor set or one propagated from the request being served
+//! ([`crate::context`]). A method marked `#[auth(none)]` is sent without
+//! them. A redirect to another origin never carries them.
+//!
+//! Tokens (OAuth2, minted JWTs) are cached as [`token`](self) describes
+//! (used until shortly before they expire, refreshed ahead, fetched once
+//! for any number of waiting calls). When the service answers **401** to a
+//! token, the token is dropped and the request sent once more with a fresh
+//! one, whatever its verb (a 401 is refused before processing), never more
+//! than once; a static token or key gets no second try (it would be the
+//! same). A token endpoint that fails fails the call with
+//! [`ErrorKind::Auth`](crate::ErrorKind::Auth) ([`Error::is_auth`](crate::Error::is_auth)),
+//! naming the endpoint and the OAuth2 `error` code: it is not the called
+//! service's failure, so it counts nothing on that service's circuit
+//! breaker, is not retried by the retry policy, and no fallback answers
+//! for it (see [`crate::policy::classify`]).
+//!
+//! ## Secrets
+//!
+//! Secrets are held in [`Secret`], whose `Debug` and `Display` print
+//! `[redacted]`; tokens are kept as header values marked sensitive. No
+//! secret or token appears in an error, an event, or the `Debug` of a
+//! builder, a client or a credential.
+
+mod oauth2;
+mod secret;
+mod token;
+
+#[cfg(feature = "jwt")]
+pub mod jwt;
+#[cfg(feature = "jwt")]
+pub mod revocation;
+#[cfg(feature = "jwt")]
+pub mod verify;
+
+use std::fmt;
+use std::sync::Arc;
+
+use http::HeaderValue;
+use http::header::{AUTHORIZATION, HeaderName};
+
+use crate::interceptor::{AsyncInterceptor, Outgoing, Ticket};
+use crate::observe::EventSink;
+use crate::request::header_value;
+use crate::spec::ClientDef;
+use crate::{BoxError, Error};
+
+pub use oauth2::OAuth2;
+pub use secret::Secret;
+use token::TokenCache;
+
+/// Credentials for [`ClientBuilder::auth`](crate::ClientBuilder::auth):
+/// made with [`Auth::bearer`], [`Auth::api_key`], [`Auth::api_key_query`],
+/// or from an [`OAuth2`] or a [`ServiceJwt`](jwt::ServiceJwt).
+///
+/// ```
+/// use courier::auth::{Auth, Secret};
+///
+/// let static_token = Auth::bearer(Secret::new("t-42"));
+/// let key_in_a_header = Auth::api_key("x-api-key", "k-7");
+/// let key_in_the_query = Auth::api_key_query("api_key", "k-7");
+/// println!("{static_token:?}"); // Bearer([redacted])
+/// # let _ = (key_in_a_header, key_in_the_query);
+/// ```
+#[derive(Clone)]
+pub struct Auth(Result<Kind, String>);
+
+#[derive(Clone)]
+enum Kind {
+    Header(HeaderName, HeaderValue),
+    Query(String, Secret),
+    OAuth2(Box<OAuth2>),
+    #[cfg(feature = "jwt")]
+    Jwt(Box<jwt::ServiceJwt>),
+}
+
+impl Auth {
+    /// A static bearer token: `Authorization: Bearer <token>`.
+    pub fn bearer(token: impl Into<Secret>) -> Auth {
+        let token = token.into();
+        Auth::header_value(AUTHORIZATION, &format!("Bearer {}", token.expose()))
+    }
+
+    /// An API key in the header `name` (`x-api-key`, say). Its value is
+    /// marked sensitive whatever the name.
+    pub fn api_key(name: &str, key: impl Into<Secret>) -> Auth {
+        match HeaderName::try_from(name) {
+            Ok(name) => Auth::header_value(name, key.into().expose()),
+            Err(_) => Auth(Err(format!(
+                "auth: `{name}` is not a valid header name for an API key"
+            ))),
+        }
+    }
+
+    /// An API key in the query parameter `name` (`?api_key=…`), for services
+    /// that take it nowhere else. A header is safer: a query string ends up
+    /// in access logs. courier itself never shows it (errors name the path
+    /// only).
+    pub fn api_key_query(name: &str, key: impl Into<Secret>) -> Auth {
+        if name.is_empty() {
+            return Auth(Err(
+                "auth: the API key's query parameter needs a name".into()
+            ));
+        }
+        Auth(Ok(Kind::Query(name.to_owned(), key.into())))
+    }
+
+    fn header_value(name: HeaderName, value: &str) -> Auth {
+        match header_value(&name, value.to_owned()) {
+            Ok(mut value) => {
+                value.set_sensitive(true);
+                Auth(Ok(Kind::Header(name, value)))
+            }
+            // Never echo the value: it is the secret.
+            Err(_) => Auth(Err(format!(
+                "auth: the value for `{name}` holds a character a header cannot carry \
+                 (CR, LF, NUL or another control character)"
+            ))),
+        }
+    }
+
+    /// The hook a built client runs, bound to its service and HTTP client.
+    pub(crate) fn into_hook(
+        self,
+        def: &'static ClientDef,
+        http: &reqwest::Client,
+        events: &EventSink,
+    ) -> Result<AuthHook, Error> {
+        let kind = self.0.map_err(Error::builder)?;
+        let credential = match kind {
+            Kind::Header(name, value) => Credential::Header(name, value),
+            Kind::Query(name, key) => Credential::Query(name, key),
+            Kind::OAuth2(oauth2) => {
+                let skew = oauth2.skew();
+                Credential::Token(TokenCache::new(
+                    oauth2.source(def.name, http.clone(), events.clone())?,
+                    skew,
+                ))
+            }
+            #[cfg(feature = "jwt")]
+            Kind::Jwt(jwt) => {
+                let skew = jwt.skew();
+                Credential::Token(TokenCache::new(jwt.source(def.name)?, skew))
+            }
+        };
+        let public = def
+            .methods
+            .iter()
+            .filter(|m| !m.auth)
+            .map(|m| m.name)
+            .collect();
+        Ok(AuthHook { credential, public })
+    }
+}
+
+impl fmt::Debug for Auth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Ok(Kind::Header(name, _)) if name == AUTHORIZATION => f.write_str("Bearer([redacted])"),
+            Ok(Kind::Header(name, _)) => write!(f, "ApiKey({name}: [redacted])"),
+            Ok(Kind::Query(name, _)) => write!(f, "ApiKeyQuery({name}=[redacted])"),
+            Ok(Kind::OAuth2(oauth2)) => fmt::Debug::fmt(oauth2, f),
+            #[cfg(feature = "jwt")]
+            Ok(Kind::Jwt(jwt)) => fmt::Debug::fmt(jwt, f),
+            Err(problem) => write!(f, "Invalid({problem:?})"),
+        }
+    }
+}
+
+impl From<OAuth2> for Auth {
+    fn from(oauth2: OAuth2) -> Self {
+        Auth(Ok(Kind::OAuth2(Box::new(oauth2))))
+    }
+}
+
+#[cfg(feature = "jwt")]
+impl From<jwt::ServiceJwt> for Auth {
+    fn from(jwt: jwt::ServiceJwt) -> Self {
+        Auth(Ok(Kind::Jwt(Box::new(jwt))))
+    }
+}
+
+// ===== the hook =====
+
+/// Credentials bound to a built client.
+enum Credential {
+    Header(HeaderName, HeaderValue),
+    Query(String, Secret),
+    Token(Arc<TokenCache>),
+}
+
+/// The interceptor `.auth(…)` adds, last of the client's hooks.
+pub(crate) struct AuthHook {
+    credential: Credential,
+    /// Methods marked `#[auth(none)]`.
+    public: Box<[&'static str]>,
+}
+
+#[async_trait::async_trait]
+impl AsyncInterceptor for AuthHook {
+    async fn intercept(&self, request: &mut Outgoing<'_>) -> Result<(), BoxError> {
+        let method = request.method_name();
+        if self.public.contains(&method) {
+            return Ok(());
+        }
+        match &self.credential {
+            Credential::Header(name, value) => {
+                request.headers_mut().insert(name.clone(), value.clone());
+            }
+            Credential::Query(name, key) => request.append_query(name, key.expose()),
+            Credential::Token(cache) => {
+                let token = cache.get().await?;
+                request
+                    .headers_mut()
+                    .insert(AUTHORIZATION, token.header.clone());
+                request.set_ticket(Ticket {
+                    credential: Arc::clone(cache) as _,
+                    generation: token.generation,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for AuthHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match &self.credential {
+            Credential::Header(name, _) => name.as_str(),
+            Credential::Query(..) => "query",
+            Credential::Token(_) => "token",
+        };
+        f.debug_struct("Auth")
+            .field("credential", &kind)
+            .field("public_methods", &self.public)
+            .finish()
+    }
+}
