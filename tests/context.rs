@@ -46,7 +46,10 @@ async fn own_id(State(c): State<Clients>) -> String {
 }
 
 async fn with_default(State(c): State<Clients>) -> String {
-    c.with_default.echo().await.unwrap_or_else(|e| e.to_string())
+    c.with_default
+        .echo()
+        .await
+        .unwrap_or_else(|e| e.to_string())
 }
 
 async fn spawned(State(c): State<Clients>) -> String {
@@ -98,7 +101,10 @@ async fn edge(a: &str, route: &str) {
     let response = reqwest::Client::new()
         .get(format!("{a}{route}"))
         .header("x-request-id", "req-1")
-        .header("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+        .header(
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        )
         .header("baggage", "tenant=eu")
         .header("x-user-id", "alice")
         .header("authorization", "Bearer edge-token")
@@ -208,10 +214,7 @@ async fn spawned_tasks_keep_the_context_only_through_courier_spawn() {
     );
 
     edge(&a, "/unspawned").await;
-    assert_eq!(
-        seen_by_b(&b, &["x-request-id"]).await,
-        Vec::<String>::new()
-    );
+    assert_eq!(seen_by_b(&b, &["x-request-id"]).await, Vec::<String>::new());
 }
 
 /// A caller's `authorization` may be allowed on; a client with `.auth(…)`

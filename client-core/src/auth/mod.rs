@@ -52,9 +52,27 @@
 //! ([`crate::context`]). A method marked `#[auth(none)]` is sent without
 //! them. A redirect to another origin never carries them.
 //!
-//! Tokens (OAuth2, minted JWTs) are cached as [`token`](self) describes
-//! (used until shortly before they expire, refreshed ahead, fetched once
-//! for any number of waiting calls). When the service answers **401** to a
+//! ## Tokens
+//!
+//! Tokens (OAuth2, minted JWTs) are cached per built client (its clones
+//! share them):
+//!
+//! - **Skew.** A token is dropped shortly before it expires (30 s by
+//!   default, at most half its lifetime): the call still has to travel, and
+//!   clocks differ.
+//! - **Refresh ahead.** Once three quarters of its usable life are gone, the
+//!   next call starts a fetch in the background and goes on with the current
+//!   token: no call waits for a token endpoint while a token is valid.
+//! - **Single-flight.** When there is no valid token, the first call starts
+//!   one fetch and every call that comes while it runs waits for that same
+//!   answer: 100 concurrent calls after expiry cost one token request. The
+//!   fetch runs on a task of its own, so a call whose deadline ends while it
+//!   waits does not abort it.
+//! - **Failures are shared, not cached.** Every waiting call gets the
+//!   fetch's error; the next call starts a new fetch. A failed refresh
+//!   ahead keeps the current, still valid token.
+//!
+//! When the service answers **401** to a
 //! token, the token is dropped and the request sent once more with a fresh
 //! one, whatever its verb (a 401 is refused before processing), never more
 //! than once; a static token or key gets no second try (it would be the
@@ -72,7 +90,7 @@
 //! secret or token appears in an error, an event, or the `Debug` of a
 //! builder, a client or a credential.
 
-mod oauth2;
+pub mod oauth2;
 mod secret;
 mod token;
 
