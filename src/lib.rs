@@ -190,6 +190,21 @@
 //! `<Trait>Client::builder()` returns a [`ClientBuilder`]; see it for every
 //! setting. A client is cheap to clone, and clones share one connection pool.
 //!
+//! ## Service identity
+//!
+//! With the feature `auth`, `.auth(…)` on the builder puts the client's
+//! credentials on every attempt: a static bearer token or API key, OAuth2
+//! client credentials (tokens cached, refreshed ahead, fetched once for any
+//! number of waiting calls, resent once on a 401), or, with `jwt`, JWTs the
+//! service mints itself; `#[auth(none)]` marks a public method. A failing
+//! token endpoint is an [`ErrorKind::Auth`] error that never counts against
+//! the called service. On the receiving side, `courier::auth::verify::VerifyJwt`
+//! (feature `jwt`) is a tower layer that checks bearer JWTs against given keys
+//! or a JWKS URL, and with `redis`, against revoked token ids in Redis.
+//! [`context::ContextLayer`] (always available) carries an allow-list of the
+//! inbound request's headers (`x-request-id`, `traceparent`, …) onto every
+//! courier call made while serving it. See `courier::auth` and [`context`].
+//!
 //! ## Testing against faults
 //!
 //! With the feature `testing`, `courier::testing::FaultServer` is a loopback

@@ -43,6 +43,98 @@
 //! # let _ = ledger; Ok(()) }
 //! ```
 //!
+//! ## Both sides, complete
+//!
+//! The README's "Service identity" example: `billing` calls `ledger` with
+//! JWTs it mints and passes its callers' context on; `ledger` verifies them
+//! against billing's published key and a revocation list in Redis (features
+//! `jwt` and `redis`).
+//!
+//! ```no_run
+//! use axum::{Extension, Router, routing::get};
+//! use courier::auth::jwt::{ServiceJwt, SigningKey};
+//! use courier::auth::revocation::RedisRevocations;
+//! use courier::auth::verify::{Claims, Jwks, VerifyJwt};
+//! use courier::auth::{OAuth2, Secret};
+//! use courier::context::ContextLayer;
+//! use courier::{Error, client};
+//! use http::HeaderName;
+//!
+//! #[client(name = "ledger")]
+//! pub trait Ledger {
+//!     #[get("/entries/{id}")]
+//!     async fn entry(&self, id: u64) -> Result<String, Error>;
+//!
+//!     #[get("/health")]
+//!     #[auth(none)]                                   // public: sent without credentials
+//!     async fn health(&self) -> Result<(), Error>;
+//! }
+//!
+//! /// billing: calls the ledger on behalf of its own callers.
+//! async fn billing() -> Result<Router, Error> {
+//!     // A key of its own, published for the ledger to verify with.
+//!     let key = SigningKey::generate_es256()?.with_key_id("billing-1");
+//!     let jwks = key.jwks()?;
+//!     let ledger = LedgerClient::builder()
+//!         .base_url("http://ledger.internal:8080")
+//!         .auth(ServiceJwt::new("billing", key))      // iss billing, aud ledger, 5 min, jti
+//!         .build()?;
+//!     // …or tokens from an OAuth2 authorization server instead:
+//!     let _via_oauth2 = LedgerClient::builder()
+//!         .base_url("http://ledger.internal:8080")
+//!         .auth(
+//!             OAuth2::client_credentials(
+//!                 "https://auth.internal/oauth2/token",
+//!                 "billing",
+//!                 Secret::from_env("BILLING_CLIENT_SECRET").unwrap_or_else(|| Secret::new("dev")),
+//!             )
+//!             .scope("ledger.read"),
+//!         )
+//!         .build()?;
+//!
+//!     Ok(Router::new()
+//!         .route(
+//!             "/invoices/{id}",
+//!             get(move || async move {
+//!                 // Carries the caller's x-request-id, traceparent, baggage and
+//!                 // x-user-id, and billing's own JWT.
+//!                 ledger.entry(7).await.unwrap_or_else(|e| e.to_string())
+//!             }),
+//!         )
+//!         .layer(ContextLayer::new().allow(HeaderName::from_static("x-user-id")))
+//!         .route("/.well-known/jwks.json", get(move || async move { jwks })))
+//! }
+//!
+//! /// The ledger: lets in valid, unrevoked JWTs meant for it.
+//! fn ledger() -> Result<Router, Error> {
+//!     let verify = VerifyJwt::new(
+//!         Jwks::new("http://billing.internal:8080/.well-known/jwks.json")?,
+//!         "ledger",
+//!     )
+//!     .issuer("billing")
+//!     .revocations(RedisRevocations::new("redis://127.0.0.1:6379")?); // 503 if Redis is down
+//!     Ok(Router::new()
+//!         .route(
+//!             "/entries/{id}",
+//!             get(|Extension(claims): Extension<Claims>| async move {
+//!                 format!("entry for {}", claims.subject().unwrap_or("?"))
+//!             }),
+//!         )
+//!         .layer(verify)
+//!         .route("/health", get(|| async { "ok" })))
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//!     let (billing, ledger) = (billing().await?, ledger()?);
+//!     let ledger_port = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//!     tokio::spawn(async move { axum::serve(ledger_port, ledger).await });
+//!     let billing_port = tokio::net::TcpListener::bind("127.0.0.1:8081").await?;
+//!     axum::serve(billing_port, billing).await?;
+//!     Ok(())
+//! }
+//! ```
+//!
 //! ## Where credentials go in a call
 //!
 //! Credentials are an async interceptor (see [`crate::interceptor`]) that
