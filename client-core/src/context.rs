@@ -208,6 +208,24 @@ fn activate() {
 /// id and the W3C trace context.
 pub const DEFAULT_ALLOWED: [&str; 4] = ["x-request-id", "traceparent", "tracestate", "baggage"];
 
+/// Headers a [`ContextLayer`] never captures, even when allowed: they
+/// belong to the inbound message (its host, body framing, connection), not
+/// to the request's context.
+pub const NEVER_PROPAGATED: [&str; 12] = [
+    "host",
+    "content-length",
+    "content-type",
+    "content-encoding",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "expect",
+];
+
 /// A tower layer for a receiving service (axum, hyper, tonic): captures an
 /// allow-list of the inbound request's headers into the [`Context`] its
 /// handler runs in, so courier calls made while serving it carry them. See
@@ -249,11 +267,14 @@ impl ContextLayer {
 
     /// Captures `name` too (for example `x-user-id`, or `authorization` to
     /// pass the caller's token on; a client with `.auth(…)` still sends its
-    /// own).
+    /// own). Headers that describe the inbound message itself rather than
+    /// the request's context ([`NEVER_PROPAGATED`]: `host`,
+    /// `content-length`, `connection`, …) are never captured: forwarded,
+    /// they would break the next request.
     ///
     /// Default is [`DEFAULT_ALLOWED`] only.
     pub fn allow(self, name: HeaderName) -> Self {
-        if self.allowed.contains(&name) {
+        if self.allowed.contains(&name) || NEVER_PROPAGATED.contains(&name.as_str()) {
             return self;
         }
         let mut allowed = self.allowed.to_vec();
@@ -366,6 +387,16 @@ mod tests {
         let shown = format!("{context:?} {:?}", context.headers());
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("authorization"), "{shown}");
+    }
+
+    #[test]
+    fn headers_of_the_inbound_message_itself_are_never_allowed() {
+        let layer = ContextLayer::none()
+            .allow(HeaderName::from_static("host"))
+            .allow(HeaderName::from_static("content-length"))
+            .allow(HeaderName::from_static("x-user-id"))
+            .allow(HeaderName::from_static("x-user-id"));
+        assert_eq!(layer.allowed(), [HeaderName::from_static("x-user-id")]);
     }
 
     #[tokio::test]
