@@ -172,6 +172,7 @@ pub(crate) struct Signed {
 
 impl Signed {
     /// The URL to send: `url` with the hooks' query parameters appended.
+    #[inline]
     pub(crate) fn url<'u>(&self, url: &'u str) -> Cow<'u, str> {
         if self.query.is_empty() {
             return Cow::Borrowed(url);
