@@ -425,6 +425,11 @@ impl Jwks {
     /// refetch interval (or one is running: then waits for it).
     async fn refetch(&self, events: &EventSink) {
         let inner = &self.0;
+        if self.attempted_recently() {
+            // The common case while the key server is down, or a `kid` is
+            // made up: no waiting on the gate.
+            return;
+        }
         let _one_at_a_time = inner.gate.lock().await;
         {
             let mut state = inner.state.lock().unwrap_or_else(PoisonError::into_inner);
@@ -444,6 +449,14 @@ impl Jwks {
             }
             _ => events.emit(&Event::KeysUnavailable { url: &inner.url }),
         }
+    }
+
+    fn attempted_recently(&self) -> bool {
+        let inner = &self.0;
+        let state = inner.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state
+            .attempted
+            .is_some_and(|at| at.elapsed() < inner.min_refetch_interval)
     }
 
     /// One fetch: the usable keys of the set, or `None` when it could not
