@@ -77,6 +77,10 @@ pub trait Users {
     #[get("/slow")]
     #[timeout("300ms")]
     async fn slow(&self) -> Result<String, Error>;
+
+    /// Which of the caller's context headers reached the service.
+    #[get("/whoami")]
+    async fn whoami(&self) -> Result<String, Error>;
 }
 
 /// Stock levels, from the inventory service.
@@ -220,6 +224,42 @@ async fn slow() -> &'static str {
     "finally"
 }
 
+async fn whoami(headers: HeaderMap) -> String {
+    let get = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .to_owned()
+    };
+    format!(
+        "x-request-id={}, x-user-id={}, cookie={}",
+        get("x-request-id"),
+        get("x-user-id"),
+        get("cookie")
+    )
+}
+
+/// A gateway in front of the user service: it captures the allow-listed
+/// headers of each request it serves, and its courier calls carry them.
+async fn start_gateway(users: UsersClient) -> std::io::Result<String> {
+    let app = axum::Router::new()
+        .route(
+            "/profile",
+            get(move || async move { users.whoami().await.unwrap_or_else(|e| e.to_string()) }),
+        )
+        .layer(
+            courier::context::ContextLayer::new()
+                .allow(axum::http::HeaderName::from_static("x-user-id")),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(format!("http://{addr}"))
+}
+
 async fn stock(State(db): State<Shared>, Path(sku): Path<String>) -> impl IntoResponse {
     let mut db = db.lock().unwrap_or_else(|e| e.into_inner());
     db.inventory_calls += 1;
@@ -278,6 +318,7 @@ async fn start_demo_service() -> std::io::Result<(String, Shared)> {
         .route("/api/v1/legacy/users/{id}", get(legacy_user))
         .route("/api/v1/flaky", get(flaky))
         .route("/api/v1/slow", get(slow))
+        .route("/api/v1/whoami", get(whoami))
         .route("/inventory/v1/stock/{sku}", get(stock))
         .with_state(shared.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -469,6 +510,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The very next call sees the change.
     let answered_by = spread(&pricing, 6).await?;
     println!("-> 6 calls: {answered_by:?}");
+
+    println!("\n======== context: what a request carries, passed on ========");
+
+    step(
+        "a gateway (ContextLayer: x-request-id, traceparent, …, x-user-id) calls the user service",
+    );
+    let gateway = start_gateway(users.clone()).await?;
+    let seen = reqwest::Client::new()
+        .get(format!("{gateway}/profile"))
+        .header("x-request-id", "req-42")
+        .header("x-user-id", "alice")
+        .header("cookie", "session=stays-at-the-gateway")
+        .send()
+        .await?
+        .text()
+        .await?;
+    println!("-> the user service saw: {seen}");
+    println!("   (allow-listed headers go on; everything else, the cookie too, stays behind)");
 
     println!("\ntour finished");
     Ok(())

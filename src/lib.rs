@@ -205,6 +205,21 @@
 //! courier names. [`Inspect::snapshot`] reads every method's effective policy
 //! and state. See [`observe`].
 //!
+//! ## Service identity
+//!
+//! With the feature `auth`, `.auth(…)` on the builder puts the client's
+//! credentials on every attempt: a static bearer token or API key, OAuth2
+//! client credentials (tokens cached, refreshed ahead, fetched once for any
+//! number of waiting calls, resent once on a 401), or, with `jwt`, JWTs the
+//! service mints itself; `#[auth(none)]` marks a public method. A failing
+//! token endpoint is an [`ErrorKind::Auth`] error that never counts against
+//! the called service. On the receiving side, `courier::auth::verify::VerifyJwt`
+//! (feature `jwt`) is a tower layer that checks bearer JWTs against given keys
+//! or a JWKS URL, and with `redis`, against revoked token ids in Redis.
+//! [`context::ContextLayer`] (always available) carries an allow-list of the
+//! inbound request's headers (`x-request-id`, `traceparent`, …) onto every
+//! courier call made while serving it. See `courier::auth` and [`context`].
+//!
 //! ## Testing against faults
 //!
 //! With the feature `testing`, `courier::testing::FaultServer` is a loopback
@@ -230,8 +245,11 @@ pub use courier_core::{
     AsyncInterceptor, Balance, BoxError, CircuitState, ClientBuilder, ClientSnapshot, Config,
     Discovery, Error, ErrorKind, Event, Inspect, Instance, Interceptor, MethodPolicy, Outgoing,
     OutlierEjection, Redirects, Response, StaticDiscovery, balance, builder, codec, config,
-    discovery, inspect, interceptor, observe, policy, request, spec, transport,
+    context, discovery, inspect, interceptor, observe, policy, request, spec, transport,
 };
+
+#[cfg(feature = "auth")]
+pub use courier_core::auth;
 
 #[cfg(feature = "testing")]
 pub use courier_core::testing;

@@ -79,6 +79,8 @@ pub struct ClientBuilder<C: ClientSpec> {
     discovery: Option<Arc<dyn Discovery>>,
     balance: Balance,
     ejection: Option<OutlierEjection>,
+    #[cfg(feature = "auth")]
+    auth: Option<crate::auth::Auth>,
     error: Option<Error>,
     _client: PhantomData<fn() -> C>,
 }
@@ -109,6 +111,8 @@ impl<C: ClientSpec> ClientBuilder<C> {
             discovery: None,
             balance: Balance::default(),
             ejection: Some(OutlierEjection::default()),
+            #[cfg(feature = "auth")]
+            auth: None,
             error: None,
             _client: PhantomData,
         }
@@ -213,6 +217,38 @@ impl<C: ClientSpec> ClientBuilder<C> {
     /// Default is none.
     pub fn async_interceptor(mut self, interceptor: impl AsyncInterceptor) -> Self {
         self.interceptors.push(Hook::Async(Arc::new(interceptor)));
+        self
+    }
+
+    /// The client's credentials, put on every attempt (feature `auth`): a
+    /// static bearer token or API key ([`Auth`](crate::auth::Auth)), OAuth2
+    /// client credentials ([`OAuth2`](crate::auth::OAuth2)) or JWTs the
+    /// service mints ([`ServiceJwt`](crate::auth::jwt::ServiceJwt), feature
+    /// `jwt`). They run after the [`interceptor`](Self::interceptor)s, so
+    /// they win over an `Authorization` an interceptor set or one
+    /// propagated from the request being served; methods marked
+    /// `#[auth(none)]` go without them. See [`crate::auth`].
+    ///
+    /// ```no_run
+    /// # #[courier::client(name = "ledger")]
+    /// # pub trait Ledger {
+    /// #     #[get("/ping")]
+    /// #     async fn ping(&self) -> Result<(), courier::Error>;
+    /// # }
+    /// use courier::auth::Auth;
+    ///
+    /// # fn demo() -> Result<(), courier::Error> {
+    /// let ledger = LedgerClient::builder()
+    ///     .base_url("http://ledger.internal:8080")
+    ///     .auth(Auth::api_key("x-api-key", "k-7"))
+    ///     .build()?;
+    /// # let _ = ledger; Ok(()) }
+    /// ```
+    ///
+    /// Default is none.
+    #[cfg(feature = "auth")]
+    pub fn auth(mut self, auth: impl Into<crate::auth::Auth>) -> Self {
+        self.auth = Some(auth.into());
         self
     }
 
@@ -489,6 +525,14 @@ impl<C: ClientSpec> ClientBuilder<C> {
             (Some(client), None) => client,
             (None, timeout) => new_http_client(timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT))?,
         };
+        #[cfg_attr(not(feature = "auth"), allow(unused_mut))]
+        let mut hooks = self.interceptors;
+        #[cfg(feature = "auth")]
+        if let Some(auth) = self.auth {
+            // Last, so the client's own credentials win.
+            let hook = auth.into_hook(def, &http, &self.events)?;
+            hooks.push(Hook::Async(Arc::new(hook)));
+        }
         let transport = match self.layers.is_empty() {
             true => Transport::Reqwest(http),
             false => {
@@ -506,7 +550,7 @@ impl<C: ClientSpec> ClientBuilder<C> {
                 service: def.name,
                 transport,
                 default_headers: self.default_headers,
-                hooks: self.interceptors.into_boxed_slice(),
+                hooks: hooks.into_boxed_slice(),
                 max_response_bytes: self.max_response_bytes,
                 redirects: self.redirects,
             },
@@ -569,8 +613,8 @@ fn new_http_client(connect_timeout: Duration) -> Result<reqwest::Client, Error> 
 
 impl<C: ClientSpec> fmt::Debug for ClientBuilder<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ClientBuilder")
-            .field("base_url", &self.base_url)
+        let mut d = f.debug_struct("ClientBuilder");
+        d.field("base_url", &self.base_url)
             .field("default_headers", &self.default_headers)
             .field("connect_timeout", &self.connect_timeout)
             .field("max_response_bytes", &self.max_response_bytes)
@@ -581,8 +625,9 @@ impl<C: ClientSpec> fmt::Debug for ClientBuilder<C> {
             .field("retry_budget", &self.budget)
             .field("fallback", &self.fallback)
             .field("discovery", &self.discovery.is_some())
-            .field("balance", &self.balance)
-            .field("error", &self.error)
-            .finish_non_exhaustive()
+            .field("balance", &self.balance);
+        #[cfg(feature = "auth")]
+        d.field("auth", &self.auth);
+        d.field("error", &self.error).finish_non_exhaustive()
     }
 }

@@ -216,6 +216,7 @@ mod tests {
         verb: Verb::Get,
         path: "/x",
         idempotent: false,
+        auth: true,
         policy: Overrides::NONE,
     };
 

@@ -60,6 +60,12 @@ pub enum ErrorKind {
     Config,
     /// Service discovery knows no instance of the service.
     NoInstances,
+    /// The client's credentials could not be had: the OAuth2 token endpoint
+    /// failed, refused the client or answered something that is not a
+    /// token, or a service JWT could not be signed. Nothing was sent to the
+    /// service; the message names the token endpoint and the OAuth2 `error`
+    /// code, never a secret.
+    Auth,
 }
 
 impl ErrorKind {
@@ -78,6 +84,7 @@ impl ErrorKind {
             ErrorKind::BulkheadFull => "bulkhead is full",
             ErrorKind::Config => "invalid configuration",
             ErrorKind::NoInstances => "no instances",
+            ErrorKind::Auth => "could not get credentials",
         }
     }
 }
@@ -157,6 +164,19 @@ impl Error {
 
     pub(crate) fn invalid_request(message: impl Into<Cow<'static, str>>) -> Self {
         Error::new(ErrorKind::InvalidRequest, message)
+    }
+
+    #[cfg_attr(not(feature = "auth"), allow(dead_code))]
+    pub(crate) fn auth(message: impl Into<Cow<'static, str>>) -> Self {
+        Error::new(ErrorKind::Auth, message)
+    }
+
+    /// Its message and cause, taken apart: for an error that reaches
+    /// several callers (the token cache rebuilds one for each).
+    #[cfg_attr(not(feature = "auth"), allow(dead_code))]
+    pub(crate) fn into_message_and_source(self) -> (Cow<'static, str>, Option<BoxError>) {
+        let inner = *self.inner;
+        (inner.message, inner.source)
     }
 
     pub(crate) fn with_source(mut self, source: impl Into<BoxError>) -> Self {
@@ -298,6 +318,13 @@ impl Error {
     /// True if an interceptor refused the request (nothing was sent).
     pub fn is_interceptor(&self) -> bool {
         self.chain_any(|e| e.kind() == ErrorKind::Interceptor, |_| false)
+    }
+
+    /// True if the client's credentials could not be had (the OAuth2 token
+    /// endpoint failed or refused the client, a service JWT could not be
+    /// signed); nothing was sent to the service.
+    pub fn is_auth(&self) -> bool {
+        self.chain_any(|e| e.kind() == ErrorKind::Auth, |_| false)
     }
 
     /// True if the method's circuit breaker was open, so the call failed
@@ -512,6 +539,8 @@ mod tests {
         assert!(wrapped(Error::new(ErrorKind::Body, "")).is_body());
         assert!(wrapped(Error::new(ErrorKind::CircuitOpen, "")).is_circuit_open());
         assert!(wrapped(Error::new(ErrorKind::BulkheadFull, "")).is_bulkhead_full());
+        assert!(wrapped(Error::auth("")).is_auth());
+        assert!(!wrapped(Error::new(ErrorKind::Connect, "")).is_auth());
         let spent = Error::new(ErrorKind::Status, "").with_budget_exhausted();
         assert!(wrapped(spent).is_budget_exhausted());
         assert!(!wrapped(Error::new(ErrorKind::Connect, "")).is_status());

@@ -45,6 +45,7 @@
 //! }
 //! ```
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
@@ -126,9 +127,67 @@ pub(crate) async fn run(hooks: &[Hook], request: &mut Outgoing<'_>) -> Result<()
             Hook::Sync(hook) => hook.intercept(request),
             Hook::Async(hook) => hook.intercept(request).await,
         };
-        outcome.map_err(|e| Error::new(ErrorKind::Interceptor, "").with_source(e))?;
+        outcome.map_err(refusal)?;
     }
     Ok(())
+}
+
+/// The error of a hook that failed. Credentials that could not be had
+/// (`.auth(…)`'s hook) keep their own kind, [`ErrorKind::Auth`]; anything
+/// else is an interceptor's refusal with the hook's error as its source.
+fn refusal(e: BoxError) -> Error {
+    match e.downcast::<Error>() {
+        Ok(ours) if ours.kind() == ErrorKind::Auth => *ours,
+        Ok(ours) => Error::new(ErrorKind::Interceptor, "").with_source(*ours),
+        Err(e) => Error::new(ErrorKind::Interceptor, "").with_source(e),
+    }
+}
+
+// ===== what the hooks leave besides headers =====
+
+/// Credentials that can be had again: asked on a 401 to drop the token of
+/// `generation` (unless a newer one replaced it already).
+#[cfg_attr(not(feature = "auth"), allow(dead_code))]
+pub(crate) trait Refresh: Send + Sync + 'static {
+    /// Drops the token of `generation`; true when sending the request again
+    /// with a fresh one may succeed.
+    fn refresh(&self, generation: u64) -> bool;
+}
+
+/// Which token a request was signed with, and who can replace it.
+#[cfg_attr(not(feature = "auth"), allow(dead_code))]
+pub(crate) struct Ticket {
+    pub(crate) credential: Arc<dyn Refresh>,
+    pub(crate) generation: u64,
+}
+
+/// What the hooks left on a request besides its headers: query parameters
+/// to append (an API key in the URL) and, when refreshable credentials
+/// signed it, their [`Ticket`].
+#[derive(Default)]
+pub(crate) struct Signed {
+    query: String,
+    ticket: Option<Ticket>,
+}
+
+impl Signed {
+    /// The URL to send: `url` with the hooks' query parameters appended.
+    #[inline]
+    pub(crate) fn url<'u>(&self, url: &'u str) -> Cow<'u, str> {
+        if self.query.is_empty() {
+            return Cow::Borrowed(url);
+        }
+        let separator = if url.contains('?') { '&' } else { '?' };
+        Cow::Owned(format!("{url}{separator}{}", self.query))
+    }
+
+    /// On a 401: drops the token the request carried; true when the request
+    /// may be sent once more, with fresh credentials.
+    pub(crate) fn refresh(&self) -> bool {
+        self.ticket
+            .as_ref()
+            .is_some_and(|t| t.credential.refresh(t.generation))
+    }
 }
 
 /// The request an interceptor sees: which call it belongs to, its URL, and
@@ -139,6 +198,51 @@ pub struct Outgoing<'a> {
     pub(crate) headers: &'a mut HeaderMap,
     pub(crate) service: &'static str,
     pub(crate) method: &'static str,
+    pub(crate) signed: Signed,
+}
+
+impl<'a> Outgoing<'a> {
+    pub(crate) fn new(
+        http_method: &'a Method,
+        url: &'a str,
+        headers: &'a mut HeaderMap,
+        service: &'static str,
+        method: &'static str,
+    ) -> Self {
+        Outgoing {
+            http_method,
+            url,
+            headers,
+            service,
+            method,
+            signed: Signed::default(),
+        }
+    }
+
+    /// What the hooks left besides headers.
+    pub(crate) fn into_signed(self) -> Signed {
+        self.signed
+    }
+
+    /// Appends `name=value`, each percent-encoded, to the query of the URL
+    /// that is sent ([`url`](Self::url) does not show it: it may be a
+    /// secret).
+    #[cfg_attr(not(feature = "auth"), allow(dead_code))]
+    pub(crate) fn append_query(&mut self, name: &str, value: &str) {
+        let query = &mut self.signed.query;
+        if !query.is_empty() {
+            query.push('&');
+        }
+        crate::url::push_encoded(query, name);
+        query.push('=');
+        crate::url::push_encoded(query, value);
+    }
+
+    /// Records which credentials signed the request, for a 401.
+    #[cfg_attr(not(feature = "auth"), allow(dead_code))]
+    pub(crate) fn set_ticket(&mut self, ticket: Ticket) {
+        self.signed.ticket = Some(ticket);
+    }
 }
 
 impl Outgoing<'_> {

@@ -21,6 +21,9 @@
 //!   reqwest, redirects, the body under the limit, decoding.
 //! - [`codec`] – turning a response into the return type.
 //! - [`interceptor`] – hooks on every outgoing request, sync or async.
+//! - `auth` – credentials on every call; verifying JWTs and revocations
+//!   for receivers (features `auth`, `jwt`, `redis`).
+//! - [`context`] – headers of the request being served, carried onward.
 //! - [`config`] – policy overrides from TOML.
 //! - [`discovery`] – where a service's instances are.
 //! - [`observe`] – events.
@@ -33,6 +36,8 @@
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "auth")]
+pub mod auth;
 pub mod balance;
 pub mod builder;
 mod call;
@@ -40,6 +45,7 @@ mod client;
 mod clock;
 pub mod codec;
 pub mod config;
+pub mod context;
 pub mod discovery;
 mod error;
 pub mod inspect;

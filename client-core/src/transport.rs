@@ -39,6 +39,17 @@
 //! recomputed), never for a hop to another origin. A redirect is part of the
 //! same attempt: `attempts()` counts it once.
 //!
+//! ## Credentials and context
+//!
+//! The client's credentials (`.auth(…)`, feature `auth`) are the last hook
+//! to run, so they win over a propagated or an interceptor's
+//! `Authorization`. A `401` to an OAuth2 token or a minted JWT is sent
+//! again once, right here, after the credentials dropped that token and
+//! fetched a fresh one (any verb: a 401 was refused before processing);
+//! like a redirect, the resend is part of its attempt. Headers captured
+//! from the request being served ([`crate::context`]) are added after the
+//! call's own and the default headers, so those win.
+//!
 //! With your own reqwest client ([`http_client`](crate::ClientBuilder::http_client)),
 //! build it with `redirect(reqwest::redirect::Policy::none())`: otherwise
 //! reqwest follows redirects before courier sees them.
@@ -70,7 +81,7 @@ use tower::ServiceExt;
 
 use crate::codec::Decode;
 use crate::error::SNIPPET_BYTES;
-use crate::interceptor::{self, Hook, Outgoing};
+use crate::interceptor::{self, Hook, Outgoing, Signed};
 use crate::observe::log::{self, LogLevel};
 use crate::observe::probe::Attempt;
 use crate::policy::retry::parse_retry_after;
@@ -479,6 +490,9 @@ impl Settings {
         let mut body = parts.body.as_ref();
         let mut own_headers = true;
         let mut hops = 0u8;
+        // NOTE(auth): a 401 to refreshable credentials is sent again once,
+        // with a fresh token; see `auth`.
+        let mut resent = false;
         loop {
             let mut headers = HeaderMap::new();
             for (name, value) in &parts.headers {
@@ -492,6 +506,8 @@ impl Settings {
                         headers.insert(name, value.clone());
                     }
                 }
+                // The inbound request's allow-listed headers (`context`).
+                crate::context::propagate(&mut headers);
             }
             if body.is_none() && parts.body.is_some() {
                 // A hop turned the request into a GET without the body.
@@ -502,37 +518,42 @@ impl Settings {
                     .entry(ACCEPT)
                     .or_insert(HeaderValue::from_static(accept));
             }
+            let mut signed = Signed::default();
             if own_headers && !self.hooks.is_empty() {
-                let mut outgoing = Outgoing {
-                    http_method: &method,
-                    url: &url,
-                    headers: &mut headers,
-                    service: self.service,
-                    method: observed.probe().method,
-                };
+                let mut outgoing = Outgoing::new(
+                    &method,
+                    &url,
+                    &mut headers,
+                    self.service,
+                    observed.probe().method,
+                );
                 interceptor::run(&self.hooks, &mut outgoing).await?;
+                signed = outgoing.into_signed();
             }
             #[cfg(feature = "opentelemetry")]
             crate::observe::trace::inject(&observed.span, &mut headers);
             let probe = observed.probe();
             if probe.log.level >= LogLevel::Headers {
+                // The URL without the hooks' query parameters: they may be
+                // secrets.
                 log::request(&probe.line(), &url, &headers, body.map(|b| &b[..]));
             }
-            if hops == 0 {
+            if hops == 0 && !resent {
                 sent.fetch_add(1, Ordering::Relaxed);
             }
+            let target = signed.url(&url);
             // NOTE: requests are built by plain functions and only the
             // transport's own future is awaited here: an `async fn` taking
             // the request would keep it twice in the call's future
             // (rust-lang/rust#62958), which every call pays for in copies.
             let mut incoming = match &self.transport {
                 Transport::Reqwest(client) => {
-                    let request = Self::reqwest_request(&method, &url, headers, body)?;
+                    let request = Self::reqwest_request(&method, &target, headers, body)?;
                     let response = client.execute(request).await;
                     Incoming::Reqwest(response.map_err(transport_error)?)
                 }
                 Transport::Layered(service) => {
-                    let request = Self::http_request(&method, &url, headers, body)?;
+                    let request = Self::http_request(&method, &target, headers, body)?;
                     // Boxed: the stack's future holds the request until the
                     // service is ready, and only layered clients pay for it.
                     let response = Box::pin(service.clone().oneshot(request)).await;
@@ -541,6 +562,10 @@ impl Settings {
             };
             let status = incoming.status();
             observed.answered(status);
+            if status == StatusCode::UNAUTHORIZED && !resent && signed.refresh() {
+                resent = true;
+                continue;
+            }
             if !status.is_redirection() {
                 return self.receive::<D>(&mut incoming, observed).await;
             }

@@ -130,6 +130,7 @@ fn method_def(method: &MethodModel) -> TokenStream {
     let verb = quote::format_ident!("{}", method.verb.variant());
     let path = &method.full_path;
     let idempotent = method.idempotent;
+    let auth = method.auth;
     let policy = method.policy.to_tokens();
     quote! {
         ::courier::__private::spec::MethodDef {
@@ -137,6 +138,7 @@ fn method_def(method: &MethodModel) -> TokenStream {
             verb: ::courier::__private::spec::Verb::#verb,
             path: #path,
             idempotent: #idempotent,
+            auth: #auth,
             policy: #policy,
         }
     }

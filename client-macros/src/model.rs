@@ -18,7 +18,11 @@ use syn::{
 /// Attributes courier reads on a method, for error messages.
 fn method_attrs() -> String {
     let verbs: Vec<&str> = Verb::ALL.iter().map(|v| v.attribute()).collect();
-    format!("{}, idempotent, {}", verbs.join(", "), policy_attr_names())
+    format!(
+        "{}, idempotent, auth(none), {}",
+        verbs.join(", "),
+        policy_attr_names()
+    )
 }
 
 /// Attributes courier reads on a parameter, for error messages.
@@ -88,6 +92,8 @@ pub(crate) struct MethodModel {
     /// The decoder type for the return value.
     pub(crate) decoder: TokenStream,
     pub(crate) idempotent: bool,
+    /// False for `#[auth(none)]`: the client's credentials are not sent.
+    pub(crate) auth: bool,
     /// The method-level policy attributes.
     pub(crate) policy: Policies,
 }
@@ -291,7 +297,9 @@ fn keep_trait_attr(attr: &Attribute, policy: &mut Policies, errors: &mut Errors)
             false
         }
         Some(name) => {
-            let hint = if Verb::from_attribute(&name).is_some() || name == "idempotent" {
+            let hint = if Verb::from_attribute(&name).is_some()
+                || matches!(name.as_str(), "idempotent" | "auth")
+            {
                 "; it belongs on a method"
             } else {
                 ""
@@ -319,6 +327,7 @@ impl MethodModel {
         let before = errors.1;
         let mut verb: Option<(Verb, LitStr, String)> = None;
         let mut idempotent = false;
+        let mut auth_none = false;
         let mut policy = Policies::default();
         let mut cfg_attrs = Vec::new();
         let mut courier_attr_seen = false;
@@ -354,6 +363,17 @@ impl MethodModel {
                         errors.push(e);
                     }
                     idempotent = true;
+                    false
+                }
+                "auth" => {
+                    courier_attr_seen = true;
+                    match parse_auth(attr) {
+                        Err(e) => errors.push(e),
+                        Ok(()) if auth_none => {
+                            errors.at(attr, "`#[auth(none)]` is given twice");
+                        }
+                        Ok(()) => auth_none = true,
+                    }
                     false
                 }
                 n if is_policy_attr(n) => {
@@ -447,8 +467,29 @@ impl MethodModel {
             params,
             decoder: decoder.unwrap_or_default(),
             idempotent,
+            auth: !auth_none,
             policy,
         })
+    }
+}
+
+/// `#[auth(none)]`, the one form: the method is a public endpoint, sent
+/// without the client's credentials.
+fn parse_auth(attr: &Attribute) -> syn::Result<()> {
+    let expected = "expected `#[auth(none)]`: the only per-method auth setting turns the \
+                    client's credentials off for a public endpoint (credentials themselves are \
+                    set with `.auth(…)` on the builder)";
+    match &attr.meta {
+        syn::Meta::List(list) => {
+            let ident: Ident = syn::parse2(list.tokens.clone())
+                .map_err(|_| syn::Error::new_spanned(&list.tokens, expected))?;
+            if ident == "none" {
+                Ok(())
+            } else {
+                Err(syn::Error::new_spanned(ident, expected))
+            }
+        }
+        other => Err(syn::Error::new_spanned(other, expected)),
     }
 }
 

@@ -132,6 +132,10 @@ pub struct MethodDef {
     pub path: &'static str,
     /// Whether the method is marked `#[idempotent]`.
     pub idempotent: bool,
+    /// Whether the client's credentials (`.auth(…)` on the builder) are
+    /// sent with this method: `true` unless it is marked `#[auth(none)]`
+    /// (a public endpoint).
+    pub auth: bool,
     /// The method-level policy attributes.
     pub policy: Overrides,
 }

@@ -72,3 +72,191 @@ where
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+// ===== real peers: an axum app on a loopback port, an OAuth2 token endpoint =====
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// Serves `app` on a free loopback port until the test ends; its base URL.
+pub(crate) async fn serve(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a loopback port");
+    let url = format!("http://{}", listener.local_addr().expect("its address"));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    url
+}
+
+/// What a token request carried.
+#[derive(Debug, Clone)]
+pub(crate) struct TokenRequest {
+    /// The form, in order.
+    pub(crate) form: Vec<(String, String)>,
+    /// The `Authorization` header, if any.
+    pub(crate) authorization: Option<String>,
+}
+
+impl TokenRequest {
+    /// The first value of a form field.
+    pub(crate) fn field(&self, name: &str) -> Option<&str> {
+        self.form
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// How the token endpoint answers the next requests.
+#[derive(Debug, Clone)]
+pub(crate) enum TokenAnswer {
+    /// 200 with `{"access_token":"tok-<n>","token_type":"Bearer","expires_in":…}`.
+    Token { expires_in: Option<u64> },
+    /// An RFC 6749 §5.2 error: `{"error": code, "error_description": …}`.
+    Error { status: u16, code: &'static str },
+    /// Any status and body.
+    Raw { status: u16, body: &'static str },
+}
+
+/// An OAuth2 token endpoint speaking RFC 6749 (client credentials): it
+/// issues `tok-1`, `tok-2`, …, records every request, and answers as told,
+/// after an optional delay.
+#[derive(Clone)]
+pub(crate) struct TokenServer {
+    pub(crate) url: String,
+    answer: Arc<Mutex<(TokenAnswer, Duration)>>,
+    requests: Arc<Mutex<Vec<TokenRequest>>>,
+    issued: Arc<AtomicU64>,
+    count: Arc<AtomicUsize>,
+}
+
+impl TokenServer {
+    /// A token endpoint at `<url>/oauth2/token` issuing tokens that expire
+    /// in `expires_in` seconds.
+    pub(crate) async fn start(expires_in: u64) -> TokenServer {
+        let server = TokenServer {
+            url: String::new(),
+            answer: Arc::new(Mutex::new((
+                TokenAnswer::Token {
+                    expires_in: Some(expires_in),
+                },
+                Duration::ZERO,
+            ))),
+            requests: Arc::default(),
+            issued: Arc::default(),
+            count: Arc::default(),
+        };
+        let state = server.clone();
+        let app = axum::Router::new().route(
+            "/oauth2/token",
+            axum::routing::post(move |headers: http::HeaderMap, body: axum::body::Bytes| {
+                let state = state.clone();
+                async move { state.handle(&headers, &body).await }
+            }),
+        );
+        let base = serve(app).await;
+        TokenServer {
+            url: format!("{base}/oauth2/token"),
+            ..server
+        }
+    }
+
+    async fn handle(
+        &self,
+        headers: &http::HeaderMap,
+        body: &[u8],
+    ) -> (
+        http::StatusCode,
+        [(http::HeaderName, &'static str); 1],
+        String,
+    ) {
+        let form: Vec<(String, String)> = serde_urlencoded::from_bytes(body).unwrap_or_default();
+        let authorization = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        self.requests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(TokenRequest {
+                form,
+                authorization,
+            });
+        self.count.fetch_add(1, Ordering::SeqCst);
+        let (answer, delay) = self
+            .answer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        tokio::time::sleep(delay).await;
+        let json = [(http::header::CONTENT_TYPE, "application/json")];
+        let status = |code: u16| http::StatusCode::from_u16(code).unwrap_or(http::StatusCode::OK);
+        match answer {
+            TokenAnswer::Token { expires_in } => {
+                let n = self.issued.fetch_add(1, Ordering::SeqCst) + 1;
+                let mut token = serde_json::json!({
+                    "access_token": format!("tok-{n}"),
+                    "token_type": "Bearer",
+                });
+                if let Some(expires_in) = expires_in {
+                    token["expires_in"] = expires_in.into();
+                }
+                (http::StatusCode::OK, json, token.to_string())
+            }
+            TokenAnswer::Error {
+                status: code,
+                code: error,
+            } => {
+                let body = serde_json::json!({
+                    "error": error,
+                    "error_description": "client authentication failed (PLANTED-DESCRIPTION)",
+                });
+                (status(code), json, body.to_string())
+            }
+            TokenAnswer::Raw { status: code, body } => (status(code), json, body.to_owned()),
+        }
+    }
+
+    /// Answers the next requests with `answer`.
+    pub(crate) fn answer(&self, answer: TokenAnswer) {
+        self.answer.lock().unwrap_or_else(PoisonError::into_inner).0 = answer;
+    }
+
+    /// Answers after `delay`.
+    pub(crate) fn delay(&self, delay: Duration) {
+        self.answer.lock().unwrap_or_else(PoisonError::into_inner).1 = delay;
+    }
+
+    /// Token requests received so far.
+    pub(crate) fn count(&self) -> usize {
+        self.count.load(Ordering::SeqCst)
+    }
+
+    /// The token requests received so far.
+    pub(crate) fn requests(&self) -> Vec<TokenRequest> {
+        self.requests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// The `Authorization` headers a wiremock server saw, in order (`-` for
+/// none).
+pub(crate) async fn authorizations(server: &MockServer) -> Vec<String> {
+    server
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .map(|r| {
+            r.headers
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-")
+                .to_owned()
+        })
+        .collect()
+}

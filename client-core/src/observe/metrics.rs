@@ -250,6 +250,6 @@ pub(crate) fn event(event: &Event<'_>) {
                 "cause" => super::probe::kind_label(cause))
             .increment(1);
         }
-        Event::Retry { .. } | Event::HedgeSent { .. } => {}
+        _ => {}
     }
 }

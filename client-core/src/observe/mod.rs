@@ -121,6 +121,32 @@ pub enum Event<'a> {
         /// The kind of the failure the fallback stood in for.
         cause: crate::ErrorKind,
     },
+    /// An OAuth2 token request failed (feature `auth`): the calls waiting
+    /// for it fail with [`ErrorKind::Auth`](crate::ErrorKind::Auth).
+    #[non_exhaustive]
+    TokenRequestFailed {
+        /// The logical service name of the client.
+        service: &'a str,
+        /// The token URL, without its query.
+        endpoint: &'a str,
+        /// The OAuth2 `error` code of the answer, if it had one.
+        code: Option<&'a str>,
+    },
+    /// A JWT verifier could not reach its revocation store (feature
+    /// `jwt`): the request was refused with 503 (fail closed, the default)
+    /// or let through (`failed_open`).
+    #[non_exhaustive]
+    RevocationsUnavailable {
+        /// Whether the request was let through unchecked.
+        failed_open: bool,
+    },
+    /// A JWT verifier could not fetch or read its JWKS (feature `jwt`); it
+    /// keeps the keys it had.
+    #[non_exhaustive]
+    KeysUnavailable {
+        /// The JWKS URL.
+        url: &'a str,
+    },
 }
 
 impl fmt::Display for Event<'_> {
@@ -164,6 +190,24 @@ impl fmt::Display for Event<'_> {
                 f,
                 "fallback answered for {service}#{method} (cause: {cause:?})"
             ),
+            Event::TokenRequestFailed {
+                service,
+                endpoint,
+                code,
+            } => {
+                write!(f, "token request for {service} to {endpoint} failed")?;
+                match code {
+                    Some(code) => write!(f, ": {code}"),
+                    None => Ok(()),
+                }
+            }
+            Event::RevocationsUnavailable { failed_open: true } => {
+                f.write_str("revocation store unavailable: request let through (fail open)")
+            }
+            Event::RevocationsUnavailable { failed_open: false } => {
+                f.write_str("revocation store unavailable: request refused (fail closed)")
+            }
+            Event::KeysUnavailable { url } => write!(f, "JWKS {url} could not be fetched"),
         }
     }
 }

@@ -206,6 +206,7 @@ pub(crate) fn kind_label(kind: ErrorKind) -> &'static str {
         ErrorKind::BulkheadFull => "bulkhead_full",
         ErrorKind::Config => "config",
         ErrorKind::NoInstances => "no_instances",
+        ErrorKind::Auth => "auth",
         #[allow(unreachable_patterns)] // ErrorKind is non-exhaustive
         _ => "_OTHER",
     }

@@ -171,6 +171,30 @@ pub(crate) fn event(event: &Event<'_>) {
             cause = ?cause,
             "fallback answered"
         ),
+        Event::TokenRequestFailed {
+            service,
+            endpoint,
+            code,
+        } => tracing::event!(
+            target: "courier",
+            Level::WARN,
+            courier.client = service,
+            endpoint,
+            code,
+            "token request failed"
+        ),
+        Event::RevocationsUnavailable { failed_open } => tracing::event!(
+            target: "courier",
+            Level::WARN,
+            failed_open,
+            "revocation store unavailable"
+        ),
+        Event::KeysUnavailable { url } => tracing::event!(
+            target: "courier",
+            Level::WARN,
+            url,
+            "JWKS could not be fetched"
+        ),
     }
 }
 

@@ -14,6 +14,7 @@
 //! | 4xx | caller's fault | success | idempotent and status in `on` (429) | only if the retry budget ran out |
 //! | 2xx body over `max_response_bytes`, decode error | answered | success | never: it would be the same again | no |
 //! | invalid request, interceptor refusal | not sent, caller's fault | ignored | never | no |
+//! | no credentials (`Auth`: the token endpoint failed) | not sent | ignored | never | no |
 //! | circuit open, bulkhead full, no instances | refused locally | ignored | never | yes |
 //!
 //! The status decides first: a 503 whose error page is over the size limit
@@ -71,6 +72,10 @@ pub(crate) fn class(e: &Error) -> Class {
         ErrorKind::CircuitOpen | ErrorKind::BulkheadFull | ErrorKind::NoInstances => {
             Class::RefusedLocally
         }
+        // The token endpoint failed, not the called service: its breaker
+        // must not open for it, and the token cache already coalesced the
+        // token requests of every waiting call, so no retry here.
+        ErrorKind::Auth => Class::NotSendable,
         _ => Class::NotSendable,
     }
 }
@@ -196,6 +201,15 @@ mod tests {
         let too_large = Error::new(ErrorKind::Body, "").too_large();
         assert!(!is_retryable(&too_large, true, &on));
         assert!(!is_fallback_eligible(&too_large));
+    }
+
+    #[test]
+    fn a_failing_token_endpoint_is_not_the_services_fault() {
+        let auth = Error::auth("token endpoint answered 503");
+        assert_eq!(outcome::<()>(&Err(Error::auth(""))), Outcome::Ignored);
+        let on = StatusSet::from_codes(&[503]);
+        assert!(!is_retryable(&auth, true, &on));
+        assert!(!is_fallback_eligible(&auth));
     }
 
     #[test]

@@ -304,6 +304,7 @@ mod tests {
         verb: Verb::Get,
         path: "/x",
         idempotent: false,
+        auth: true,
         policy: Overrides::NONE,
     };
     const POST: MethodDef = MethodDef {
@@ -311,6 +312,7 @@ mod tests {
         verb: Verb::Post,
         path: "/x",
         idempotent: false,
+        auth: true,
         policy: Overrides::NONE,
     };
 
