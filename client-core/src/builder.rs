@@ -157,8 +157,8 @@ impl<C: ClientSpec> ClientBuilder<C> {
 
     /// Sends with the lean transport, hyper-util's pooled client straight on
     /// hyper, built from these settings (with this builder's
-    /// [`connect_timeout`](Self::connect_timeout)), instead of reqwest. It
-    /// costs about a third less client CPU per call; it has no proxy,
+    /// [`connect_timeout`](Self::connect_timeout)), instead of reqwest. A
+    /// call costs about half the client instructions; it has no proxy,
     /// cookie or custom-TLS settings. See
     /// [`HyperTransport`](crate::transport::HyperTransport). `build()` fails
     /// if [`http_client`](Self::http_client) is given too. Feature
