@@ -3,6 +3,7 @@
 //! server that says which version it was spoken to in.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use courier::transport::HyperTransport;
 use courier::{Error, client};
@@ -31,8 +32,12 @@ async fn version_server() -> SocketAddr {
 }
 
 fn client(addr: SocketAddr, transport: HyperTransport) -> VersionsClient {
+    client_at(&format!("http://{addr}"), transport)
+}
+
+fn client_at(base: &str, transport: HyperTransport) -> VersionsClient {
     VersionsClient::builder()
-        .base_url(format!("http://{addr}"))
+        .base_url(base)
         .hyper_transport(transport)
         .build()
         .expect("valid")
@@ -90,4 +95,27 @@ async fn pool_settings_are_accepted_and_calls_go_through() {
     for _ in 0..3 {
         assert_eq!(c.version().await.ok().as_deref(), Some("HTTP/1.1"));
     }
+}
+
+#[cfg(feature = "testing")] // the fault server; CI tests with all features
+#[tokio::test]
+async fn an_idle_pooled_connection_is_closed_after_the_pool_idle_timeout() {
+    use courier::testing::{Fault, FaultServer};
+    let server = FaultServer::start().await.expect("bind");
+    server.set(Fault::ok("HTTP/1.1"));
+    let short = client_at(
+        &server.url(),
+        HyperTransport::new().pool_idle_timeout(Some(Duration::from_millis(50))),
+    );
+    short.version().await.expect("200");
+    // Idle for well past the timeout: the next call needs a new connection.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    short.version().await.expect("200");
+    assert_eq!(server.connections(), 2);
+
+    let kept = client_at(&server.url(), HyperTransport::new());
+    kept.version().await.expect("200");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    kept.version().await.expect("200");
+    assert_eq!(server.connections(), 3, "the default keeps it for 90 s");
 }

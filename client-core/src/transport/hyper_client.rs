@@ -216,7 +216,6 @@ impl HyperTransport {
     }
 
     #[cfg(not(feature = "rustls"))]
-    #[allow(clippy::unnecessary_wraps)] // the same signature as with TLS
     fn connector(&self, http: HttpConnector) -> Result<Connector, Error> {
         Ok(http)
     }
@@ -254,9 +253,7 @@ impl HyperSender {
             None => url.parse().map_err(BoxError::from),
         }
         .map_err(|e| Error::invalid_request("the request URL is not valid").with_source(e))?;
-        if !headers.contains_key(ACCEPT) {
-            headers.insert(ACCEPT, HeaderValue::from_static("*/*"));
-        }
+        accept_anything_by_default(&mut headers);
         let mut request = http::Request::new(Body(body.cloned()));
         *request.method_mut() = method.clone();
         *request.uri_mut() = uri;
@@ -321,6 +318,14 @@ impl Origin {
         parts.authority = Some(self.authority.clone());
         parts.path_and_query = Some(path_and_query);
         Ok(Uri::from_parts(parts)?)
+    }
+}
+
+/// `accept: */*` unless the call set an `accept`: what reqwest sends, so a
+/// service sees the same request whichever transport sent it.
+fn accept_anything_by_default(headers: &mut HeaderMap) {
+    if !headers.contains_key(ACCEPT) {
+        headers.insert(ACCEPT, HeaderValue::from_static("*/*"));
     }
 }
 
@@ -401,11 +406,7 @@ impl tower::Service<HttpRequest> for HyperService {
     }
 
     fn call(&mut self, mut request: HttpRequest) -> Self::Future {
-        if !request.headers().contains_key(ACCEPT) {
-            request
-                .headers_mut()
-                .insert(ACCEPT, HeaderValue::from_static("*/*"));
-        }
+        accept_anything_by_default(request.headers_mut());
         let response = self.0.send(request);
         Box::pin(async move {
             let response = response.await?;
