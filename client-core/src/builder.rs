@@ -509,7 +509,7 @@ impl<C: ClientSpec> ClientBuilder<C> {
             (Some(hyper), None, target) => {
                 let timeout = self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
                 let base = match target {
-                    Target::Fixed(base) => Some(&**base),
+                    Target::Fixed(base, _) => Some(&**base),
                     Target::Balanced(_) => None,
                 };
                 Some(Transport::Hyper(Box::new(hyper.build(timeout, base)?)))
