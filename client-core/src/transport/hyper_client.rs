@@ -61,7 +61,7 @@ const TCP_KEEPALIVE: Duration = Duration::from_secs(15);
 ///
 /// **Why:** a call through it costs about half the client instructions of
 /// one through reqwest (no URL parse per call, no second set of header maps
-/// and pool bookkeeping on top of hyper-util's), within 7 % of raw
+/// and pool bookkeeping on top of hyper-util's), within about 5 % of raw
 /// hyper-util's; see the README's Performance section for the numbers.
 ///
 /// **The same behaviour:** interceptors, tower layers, redirects, the size
