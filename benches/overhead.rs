@@ -1,7 +1,7 @@
 //! courier's overhead benchmark: what the resilience costs next to the
 //! network, in throughput and in the client's CPU time per call.
 //!
-//! `cargo bench --bench overhead` (about 3.5 minutes), or with
+//! `cargo bench --bench overhead` (about 4.5 minutes), or with
 //! `COURIER_BENCH_QUICK=1` (a few seconds; CI runs it so this never rots, and
 //! does not judge the numbers).
 //!
@@ -15,10 +15,12 @@
 //! 2. courier with every default policy on (deadline, retry with budget,
 //!    circuit breaker),
 //! 3. courier with everything on (plus a bulkhead and a fallback),
-//! 4. reqwest-middleware + reqwest-retry (what users would glue together).
+//! 4. reqwest-middleware + reqwest-retry (what users would glue together),
+//! 5. courier with every default policy on, on the lean transport
+//!    (`hyper_transport`: hyper-util's pooled client without reqwest).
 //!
 //! The clients run on two tokio runtime flavours, each with its own set of
-//! the five stacks (a pooled connection belongs to the runtime that opened
+//! the six stacks (a pooled connection belongs to the runtime that opened
 //! it): a current-thread runtime driven by the main thread, and a
 //! multi-thread runtime with one worker thread, which is how most services
 //! run tokio (its scheduler differs: local and injection queues, a LIFO
@@ -254,13 +256,14 @@ impl Bench for Placeholder {
     }
 }
 
-#[allow(clippy::large_enum_variant)] // five values, made once
+#[allow(clippy::large_enum_variant)] // six values, made once
 enum Stack {
     Hyper(HyperClient<HttpConnector, Empty<Bytes>>, String),
     Reqwest(reqwest::Client, String),
     Courier(BenchClient),
     CourierAll(BenchClient),
     Middleware(reqwest_middleware::ClientWithMiddleware, String),
+    CourierHyper(BenchClient),
 }
 
 impl Stack {
@@ -271,6 +274,7 @@ impl Stack {
             Stack::Courier(_) => "courier, default policies",
             Stack::CourierAll(_) => "courier, everything on",
             Stack::Middleware(..) => "reqwest-middleware + retry",
+            Stack::CourierHyper(_) => "courier on hyper-util, default policies",
         }
     }
 
@@ -295,7 +299,9 @@ impl Stack {
             Stack::Reqwest(client, base) => {
                 decode(client.get(format!("{base}/users/{id}")).send().await.ok()).await
             }
-            Stack::Courier(client) | Stack::CourierAll(client) => client.get(id).await.is_ok(),
+            Stack::Courier(client) | Stack::CourierAll(client) | Stack::CourierHyper(client) => {
+                client.get(id).await.is_ok()
+            }
             Stack::Middleware(client, base) => {
                 decode(client.get(format!("{base}/users/{id}")).send().await.ok()).await
             }
@@ -333,6 +339,11 @@ fn stacks(addr: SocketAddr) -> Vec<Arc<Stack>> {
         .fallback(Placeholder)
         .build()
         .expect("courier client");
+    let courier_hyper = BenchClient::builder()
+        .base_url(&base)
+        .hyper_transport(courier::transport::HyperTransport::new())
+        .build()
+        .expect("courier client");
     let retry = reqwest_retry::RetryTransientMiddleware::new_with_policy(
         reqwest_retry::policies::ExponentialBackoff::builder().build_with_max_retries(2),
     );
@@ -345,6 +356,7 @@ fn stacks(addr: SocketAddr) -> Vec<Arc<Stack>> {
         Arc::new(Stack::Courier(courier)),
         Arc::new(Stack::CourierAll(courier_all)),
         Arc::new(Stack::Middleware(middleware, base)),
+        Arc::new(Stack::CourierHyper(courier_hyper)),
     ]
 }
 
@@ -735,7 +747,7 @@ async fn pipeline<C: ClientSpec>(client: &C, index: usize, n: u64) -> (f64, f64)
 
 // ===== main =====
 
-/// `COURIER_BENCH_STACK=<0..4> COURIER_BENCH_CALLS=<n>`: make `n` calls on
+/// `COURIER_BENCH_STACK=<0..5> COURIER_BENCH_CALLS=<n>`: make `n` calls on
 /// one stack (`COURIER_BENCH_CONCURRENCY` at a time, default 1; on
 /// `COURIER_BENCH_FLAVOR=current|multi`, default current) and exit; for
 /// instruction counts under `valgrind --tool=callgrind --separate-threads=yes`,
@@ -855,8 +867,8 @@ fn main() {
         return profile_one(stack, calls);
     }
     let quick = std::env::var_os("COURIER_BENCH_QUICK").is_some();
-    // Full: 7 rounds × 1.5 s × 5 stacks × 2 concurrencies × 2 flavours ≈
-    // 3.5 min of load, plus warm-up and the sections without I/O.
+    // Full: 7 rounds × 1.5 s × 6 stacks × 2 concurrencies × 2 flavours ≈
+    // 4.2 min of load, plus warm-up and the sections without I/O.
     let (mut rounds, mut length, micro_n) = if quick {
         (1, Duration::from_millis(100), 200_000)
     } else {
@@ -974,7 +986,8 @@ fn main() {
             .await;
             println!("| {} | {:.1} |", stack.name(), allocs as f64 / calls as f64);
         }
-        if let (Stack::Reqwest(client, base), Stack::Courier(courier)) = (&*stacks[1], &*stacks[2])
+        if let (Stack::Reqwest(client, base), Stack::Courier(courier), Stack::CourierHyper(lean)) =
+            (&*stacks[1], &*stacks[2], &*stacks[5])
         {
             let user = User {
                 id: 1,
@@ -1005,10 +1018,18 @@ fn main() {
                 }
             })
             .await;
+            let on_hyper = allocations(async {
+                for _ in 0..calls {
+                    black_box(lean.create(&user).await.is_ok());
+                }
+            })
+            .await;
             println!(
-                "\nPOST with a JSON body: raw reqwest {:.1}, courier {:.1} allocations/call",
+                "\nPOST with a JSON body: raw reqwest {:.1}, courier {:.1}, courier on hyper-util \
+                 {:.1} allocations/call",
                 raw as f64 / calls as f64,
-                ours as f64 / calls as f64
+                ours as f64 / calls as f64,
+                on_hyper as f64 / calls as f64
             );
         }
         observing_cost(addr, quick).await;

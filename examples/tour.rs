@@ -2,7 +2,10 @@
 //! and calls it through a client generated from a trait, printing what
 //! happens at each step.
 //!
-//! Run it with `cargo run --example tour`; it needs nothing else.
+//! Run it with `cargo run --example tour`; it needs nothing else. With
+//! `cargo run --example tour -- --hyper`, every client sends through the
+//! lean transport (hyper-util without reqwest) instead: the tour reads the
+//! same.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -356,11 +359,26 @@ fn step(title: &str) {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (base_url, service) = start_demo_service().await?;
     println!("demo user service listening on {base_url}");
+    // `--hyper`: the lean transport for every client below; reqwest otherwise.
+    let lean = std::env::args()
+        .any(|arg| arg == "--hyper")
+        .then(courier::transport::HyperTransport::new);
+    println!(
+        "clients send through {}",
+        if lean.is_some() {
+            "hyper-util (--hyper)"
+        } else {
+            "reqwest"
+        }
+    );
 
-    let users = UsersClient::builder()
+    let mut users = UsersClient::builder()
         .base_url(&base_url)
-        .default_header("X-Caller", "tour")
-        .build()?;
+        .default_header("X-Caller", "tour");
+    if let Some(lean) = &lean {
+        users = users.hyper_transport(lean.clone());
+    }
+    let users = users.build()?;
 
     step("a typed GET: users.get(1)");
     let alice = users.get(1).await?;
@@ -445,11 +463,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     step("a breaker opening, then the fallback answering: the inventory service goes down");
-    let inventory = InventoryClient::builder()
+    let mut inventory = InventoryClient::builder()
         .base_url(&base_url)
         .fallback(LastKnownStock)
-        .on_event(|event: &Event<'_>| println!("   [event] {event}"))
-        .build()?;
+        .on_event(|event: &Event<'_>| println!("   [event] {event}"));
+    if let Some(lean) = &lean {
+        inventory = inventory.hyper_transport(lean.clone());
+    }
+    let inventory = inventory.build()?;
     let set_down = |down: bool| {
         if let Ok(mut db) = service.lock() {
             db.inventory_down = down;
@@ -485,14 +506,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         discovery.add("pricing", courier::Instance::new(name, &url));
         urls.push((name, url));
     }
-    let pricing = PricingClient::builder()
+    let mut pricing = PricingClient::builder()
         .discovery(discovery.clone())
         .balance(courier::Balance::RoundRobin)
         .outlier_ejection(courier::OutlierEjection {
             base_time: std::time::Duration::from_secs(2),
             ..Default::default()
-        })
-        .build()?;
+        });
+    if let Some(lean) = lean {
+        pricing = pricing.hyper_transport(lean);
+    }
+    let pricing = pricing.build()?;
     let answered_by = spread(&pricing, 12).await?;
     println!(
         "-> 12 calls, all answered (an attempt on p2 is retried on another instance): {answered_by:?}"

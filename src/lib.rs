@@ -220,6 +220,15 @@
 //! inbound request's headers (`x-request-id`, `traceparent`, …) onto every
 //! courier call made while serving it. See `courier::auth` and [`context`].
 //!
+//! ## Transports
+//!
+//! Calls go through reqwest by default. With the feature `hyper-transport`,
+//! `.hyper_transport(transport::HyperTransport::new())` sends them through
+//! hyper-util's pooled client straight on hyper instead: about half of
+//! reqwest's client instructions per call, with the same policies, interceptors,
+//! layers, redirects and errors, but no proxy, cookie or custom-TLS
+//! settings.
+//!
 //! ## Testing against faults
 //!
 //! With the feature `testing`, `courier::testing::FaultServer` is a loopback

@@ -41,7 +41,7 @@ fn oauth2(tokens: &TokenServer) -> OAuth2 {
 }
 
 fn ledger(service: &MockServer, auth: impl Into<Auth>) -> LedgerClient {
-    LedgerClient::builder()
+    support::builder::<LedgerClient>()
         .base_url(service.uri())
         .auth(auth)
         .build()
@@ -101,7 +101,7 @@ async fn api_keys_go_in_a_header_or_the_query() {
 #[tokio::test]
 async fn the_clients_credentials_win_over_an_interceptor() {
     let service = healthy("ok").await;
-    let client = LedgerClient::builder()
+    let client = support::builder::<LedgerClient>()
         .base_url(service.uri())
         .interceptor(|r: &mut Outgoing<'_>| -> Result<(), BoxError> {
             r.set_header("authorization", "Bearer from-interceptor")?;
@@ -126,7 +126,7 @@ async fn the_clients_credentials_win_over_an_interceptor() {
 #[test]
 fn bad_credentials_fail_the_build_without_echoing_them() {
     let build = |auth: Auth| {
-        LedgerClient::builder()
+        support::builder::<LedgerClient>()
             .base_url("http://127.0.0.1:1")
             .auth(auth)
             .build()
@@ -472,7 +472,7 @@ async fn a_failing_token_endpoint_neither_opens_the_breaker_nor_is_retried() {
     let service = healthy("ok").await;
     let events = Arc::new(Mutex::new(Vec::new()));
     let seen = Arc::clone(&events);
-    let client = StrictClient::builder()
+    let client = support::builder::<StrictClient>()
         .base_url(service.uri())
         .auth(oauth2(&tokens))
         .on_event(move |e: &Event<'_>| {
@@ -523,7 +523,7 @@ async fn secrets_and_tokens_never_show_in_debug_errors_or_events() {
         .await;
     let events = Arc::new(Mutex::new(String::new()));
     let seen = Arc::clone(&events);
-    let builder = LedgerClient::builder()
+    let builder = support::builder::<LedgerClient>()
         .base_url(service.uri())
         .on_event(move |e: &Event<'_>| {
             if let Ok(mut seen) = seen.lock() {
@@ -546,7 +546,7 @@ async fn secrets_and_tokens_never_show_in_debug_errors_or_events() {
         code: "invalid_scope",
     });
     let seen = Arc::clone(&events);
-    let refused = LedgerClient::builder()
+    let refused = support::builder::<LedgerClient>()
         .base_url(service.uri())
         .on_event(move |e: &Event<'_>| {
             if let Ok(mut seen) = seen.lock() {

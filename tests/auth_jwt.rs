@@ -33,7 +33,7 @@ trait Ledger {
 }
 
 fn ledger(service: &MockServer, jwt: ServiceJwt) -> LedgerClient {
-    LedgerClient::builder()
+    support::builder::<LedgerClient>()
         .base_url(service.uri())
         .auth(jwt)
         .build()
@@ -207,7 +207,7 @@ async fn private_key_jwt_sends_a_verifiable_client_assertion() {
     let key = SigningKey::rs256_pem(RSA)
         .expect("a key")
         .with_key_id("billing-1");
-    let client = LedgerClient::builder()
+    let client = support::builder::<LedgerClient>()
         .base_url(service.uri())
         .auth(OAuth2::private_key_jwt(&tokens.url, "billing", key).scope("ledger.read"))
         .build()

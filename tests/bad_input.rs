@@ -53,7 +53,7 @@ async fn counting_server() -> MockServer {
 }
 
 fn files(server: &MockServer) -> FilesClient {
-    FilesClient::builder()
+    support::builder::<FilesClient>()
         .base_url(server.uri())
         .build()
         .expect("valid")
@@ -135,39 +135,54 @@ async fn a_body_that_does_not_serialize_is_refused_before_sending() {
 
 #[test]
 fn builder_errors_are_returned_by_build() {
-    let no_url = FilesClient::builder().build().err().map(|e| e.to_string());
+    let no_url = support::builder::<FilesClient>()
+        .build()
+        .err()
+        .map(|e| e.to_string());
     let no_url = no_url.unwrap_or_default();
     assert!(no_url.contains("no base URL"), "{no_url}");
     assert!(no_url.contains("`files`"), "{no_url}");
 
-    let checks: [(courier::ClientBuilder<FilesClient>, &str); 6] = [
+    let checks: [(courier::ClientBuilder<FilesClient>, &str); 7] = [
         (
-            FilesClient::builder().base_url("not a url"),
+            support::builder::<FilesClient>().base_url("not a url"),
             "not a valid URL",
         ),
         (
-            FilesClient::builder().base_url("ftp://host"),
+            support::builder::<FilesClient>().base_url("ftp://host"),
             "http or https",
         ),
-        (FilesClient::builder().base_url("http://host/?x=1"), "query"),
         (
-            FilesClient::builder()
+            support::builder::<FilesClient>().base_url("http://host/?x=1"),
+            "query",
+        ),
+        (
+            support::builder::<FilesClient>()
                 .base_url("http://host")
                 .default_header("X-Bad", "a\r\nb"),
             "`x-bad`",
         ),
         (
-            FilesClient::builder()
+            support::builder::<FilesClient>()
                 .base_url("http://host")
                 .default_header("Bad Name", "v"),
             "`Bad Name`",
         ),
         (
+            // not the matrix: `http_client` is reqwest's own setting.
             FilesClient::builder()
                 .base_url("http://host")
                 .http_client(reqwest::Client::new())
                 .connect_timeout(std::time::Duration::from_secs(1)),
             "connect_timeout",
+        ),
+        (
+            // not the matrix: two transports named on purpose.
+            FilesClient::builder()
+                .base_url("http://host")
+                .hyper_transport(courier::transport::HyperTransport::new())
+                .http_client(reqwest::Client::new()),
+            "two transports",
         ),
     ];
     for (builder, needle) in checks {
@@ -180,7 +195,7 @@ fn builder_errors_are_returned_by_build() {
 
 #[test]
 fn the_first_bad_setting_is_reported_even_if_later_ones_are_fine() {
-    let err = FilesClient::builder()
+    let err = support::builder::<FilesClient>()
         .base_url("::")
         .base_url("http://fine")
         .build()
@@ -190,12 +205,12 @@ fn the_first_bad_setting_is_reported_even_if_later_ones_are_fine() {
 
 #[tokio::test]
 async fn the_url_attribute_is_the_default_base_url_and_the_builder_wins() {
-    let built = DefaultedClient::builder()
+    let built = support::builder::<DefaultedClient>()
         .build()
         .expect("url from attribute");
     assert!(format!("{built:?}").contains("http://127.0.0.1:9"));
     let server = counting_server().await;
-    let c = DefaultedClient::builder()
+    let c = support::builder::<DefaultedClient>()
         .base_url(server.uri())
         .build()
         .expect("valid");
@@ -208,7 +223,7 @@ async fn the_url_attribute_is_the_default_base_url_and_the_builder_wins() {
 async fn a_closed_port_is_a_connect_error() {
     // A port held but not listening: nothing can answer there.
     let down = courier::testing::FaultServer::refusing().expect("bind");
-    let c = FilesClient::builder()
+    let c = support::builder::<FilesClient>()
         .base_url(down.url())
         .build()
         .expect("valid");
@@ -223,9 +238,34 @@ async fn a_closed_port_is_a_connect_error() {
 }
 
 #[tokio::test]
+async fn an_https_url_to_a_plain_http_port_fails_the_handshake_as_a_connect_error() {
+    // The TLS client hello meets an HTTP answer: rustls refuses it, and the
+    // call fails before a request was sent, on either transport.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt as _;
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let _ = stream
+                .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+                .await;
+        }
+    });
+    let c = support::builder::<FilesClient>()
+        .base_url(format!("https://127.0.0.1:{port}"))
+        .build()
+        .expect("valid");
+    let err = c.get("x").await.expect_err("not TLS");
+    assert_eq!(err.kind(), ErrorKind::Connect, "{err:?}");
+    assert!(!err.is_timeout(), "{err:?}");
+}
+
+#[tokio::test]
 async fn secrets_stay_out_of_debug_output() {
     let server = counting_server().await;
-    let builder = FilesClient::builder()
+    let builder = support::builder::<FilesClient>()
         .base_url(server.uri())
         .default_header("Authorization", "Bearer hunter2")
         .default_header("X-Api-Key", "hunter3");
@@ -247,7 +287,7 @@ async fn secrets_stay_out_of_debug_output() {
 #[tokio::test]
 async fn interceptors_change_requests_in_order_and_can_refuse_them() {
     let server = counting_server().await;
-    let c = FilesClient::builder()
+    let c = support::builder::<FilesClient>()
         .base_url(server.uri())
         .interceptor(
             |req: &mut courier::Outgoing<'_>| -> Result<(), courier::BoxError> {
@@ -301,7 +341,7 @@ async fn interceptors_change_requests_in_order_and_can_refuse_them() {
 #[tokio::test]
 async fn an_interceptor_cannot_smuggle_a_line_break_into_a_header() {
     let server = counting_server().await;
-    let c = FilesClient::builder()
+    let c = support::builder::<FilesClient>()
         .base_url(server.uri())
         .interceptor(
             |req: &mut courier::Outgoing<'_>| -> Result<(), courier::BoxError> {

@@ -45,7 +45,7 @@ async fn slow_server(delay: Duration) -> MockServer {
 }
 
 fn client(server: &MockServer) -> ReportsClient {
-    ReportsClient::builder()
+    support::builder::<ReportsClient>()
         .base_url(server.uri())
         .build()
         .expect("valid")

@@ -38,7 +38,7 @@ type Transitions = Arc<Mutex<Vec<(String, CircuitState, CircuitState)>>>;
 fn client(server: &MockServer) -> (StockClient, Transitions) {
     let seen: Transitions = Arc::default();
     let sink = seen.clone();
-    let c = StockClient::builder()
+    let c = support::builder::<StockClient>()
         .base_url(server.uri())
         .on_event(move |e: &Event<'_>| {
             if let Event::CircuitStateChanged {

@@ -7,6 +7,8 @@ use courier::{Config, Error, ErrorKind, Inspect, client};
 use wiremock::matchers::path;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+mod support;
+
 #[client(name = "inventory")]
 #[timeout("4s")]
 #[retry(max_attempts = 4, backoff = "10ms..20ms")]
@@ -32,7 +34,7 @@ fn secs(d: Option<Duration>) -> Option<u64> {
 
 fn build(config: &str) -> Result<InventoryClient, Error> {
     let config = Config::from_toml_str(config)?;
-    InventoryClient::builder()
+    support::builder::<InventoryClient>()
         .base_url("http://127.0.0.1:9")
         .config(&config)
         .build()
@@ -176,13 +178,13 @@ async fn a_config_file_changes_behaviour_without_recompiling() {
         "#,
     )
     .expect("valid");
-    let attrs_only = InventoryClient::builder()
+    let attrs_only = support::builder::<InventoryClient>()
         .base_url(server.uri())
         .build()
         .expect("valid");
     let err = attrs_only.plain().await.expect_err("503");
     assert_eq!(err.attempts(), 4, "the trait's max_attempts");
-    let configured = InventoryClient::builder()
+    let configured = support::builder::<InventoryClient>()
         .base_url(server.uri())
         .config(&config)
         .build()
@@ -201,7 +203,7 @@ async fn config_retry_on_a_post_still_never_replays_a_sent_write() {
         .await;
     let config = Config::from_toml_str("[clients.inventory.methods.write]\nretry.max_attempts = 5")
         .expect("valid");
-    let c = InventoryClient::builder()
+    let c = support::builder::<InventoryClient>()
         .base_url(server.uri())
         .config(&config)
         .build()

@@ -79,10 +79,12 @@ async fn service_a(b: &MockServer, layer: ContextLayer) -> String {
         Arc::new(builder.base_url(b.uri()).build().expect("a client"))
     };
     let clients = Clients {
-        plain: client(BClient::builder()),
-        with_default: client(BClient::builder().default_header("x-user-id", "a-default")),
+        plain: client(support::builder::<BClient>()),
+        with_default: client(
+            support::builder::<BClient>().default_header("x-user-id", "a-default"),
+        ),
         #[cfg(feature = "auth")]
-        authed: client(BClient::builder().auth(courier::auth::Auth::bearer("a-own"))),
+        authed: client(support::builder::<BClient>().auth(courier::auth::Auth::bearer("a-own"))),
     };
     let app = axum::Router::new()
         .route("/plain", get(plain))
@@ -246,7 +248,7 @@ async fn the_clients_own_credentials_replace_a_propagated_authorization() {
 #[tokio::test]
 async fn calls_outside_a_request_carry_nothing() {
     let b = healthy("ok").await;
-    let client = BClient::builder()
+    let client = support::builder::<BClient>()
         .base_url(b.uri())
         .build()
         .expect("a client");

@@ -44,7 +44,7 @@ fn discovery(servers: &[(&str, &MockServer)]) -> StaticDiscovery {
 }
 
 fn client(discovery: &StaticDiscovery, balance: Balance) -> CatalogClient {
-    CatalogClient::builder()
+    support::builder::<CatalogClient>()
         .discovery(discovery.clone())
         .balance(balance)
         .build()
@@ -86,7 +86,7 @@ async fn retries_go_elsewhere_and_a_failing_instance_is_ejected_until_its_time_i
     let bad = instance(ResponseTemplate::new(503)).await;
     let (b, c) = (healthy("b").await, healthy("c").await);
     let d = discovery(&[("bad", &bad), ("b", &b), ("c", &c)]);
-    let client = CatalogClient::builder()
+    let client = support::builder::<CatalogClient>()
         .discovery(d.clone())
         .balance(Balance::RoundRobin)
         .outlier_ejection(OutlierEjection {
@@ -176,7 +176,7 @@ async fn no_instances_fails_at_once_and_the_fallback_answers() {
     assert!(err.is_no_instances(), "{err}");
     assert_eq!(err.attempts(), 0, "nothing was sent");
     assert!(start.elapsed() < Duration::from_millis(500));
-    let with_fallback = CatalogClient::builder()
+    let with_fallback = support::builder::<CatalogClient>()
         .discovery(d)
         .fallback(Empty)
         .build()
@@ -191,7 +191,7 @@ async fn no_instances_fails_at_once_and_the_fallback_answers() {
 async fn an_explicit_base_url_wins_over_discovery() {
     let (a, direct) = (healthy("a").await, healthy("direct").await);
     let d = discovery(&[("a", &a)]);
-    let client = CatalogClient::builder()
+    let client = support::builder::<CatalogClient>()
         .discovery(d)
         .base_url(direct.uri())
         .build()
@@ -225,7 +225,7 @@ async fn a_dropped_client_lets_go_of_its_subscription_at_once() {
     let a = healthy("a").await;
     let sender = tokio::sync::watch::Sender::new(Some(vec![Instance::new("a", a.uri())].into()));
     let discovery = std::sync::Arc::new(Counted(sender.clone()));
-    let client = CatalogClient::builder()
+    let client = support::builder::<CatalogClient>()
         .discovery(discovery.clone())
         .build()
         .expect("valid");
@@ -250,7 +250,7 @@ async fn a_dropped_client_lets_go_of_its_subscription_at_once() {
 
 #[test]
 fn discovery_needs_a_runtime_and_says_so() {
-    let err = CatalogClient::builder()
+    let err = support::builder::<CatalogClient>()
         .discovery(StaticDiscovery::new())
         .build()
         .expect_err("no runtime here");

@@ -468,9 +468,11 @@ async fn a_frozen_watch_is_made_again_after_the_idle_timeout() {
     .await;
     // The re-read that publishes b comes before the new watch request, so
     // the watch is waited for, not expected at the very moment b is seen.
-    until(Duration::from_secs(5), "a new watch connection is made", || {
-        proxy.watches() >= 2
-    })
+    until(
+        Duration::from_secs(5),
+        "a new watch connection is made",
+        || proxy.watches() >= 2,
+    )
     .await;
 }
 

@@ -9,6 +9,8 @@ use serde::Deserialize;
 use wiremock::matchers::path;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+mod support;
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 struct Price {
     cents: u64,
@@ -57,7 +59,7 @@ fn with_fallback(server: &MockServer, fallback: Arc<Catalogue>) -> PricingClient
             self.0.price(sku, currency).await
         }
     }
-    PricingClient::builder()
+    support::builder::<PricingClient>()
         .base_url(server.uri())
         .fallback(Shared(fallback))
         .build()
@@ -145,7 +147,7 @@ async fn the_factory_sees_the_cause_and_events_report_the_fallback() {
     let causes: Causes = Arc::default();
     let events: Arc<Mutex<Vec<String>>> = Arc::default();
     let (seen, log) = (causes.clone(), events.clone());
-    let c = PricingClient::builder()
+    let c = support::builder::<PricingClient>()
         .base_url(server.uri())
         .fallback_factory(move |cause: &Error| {
             seen.lock()
@@ -188,7 +190,7 @@ async fn the_factory_sees_the_cause_and_events_report_the_fallback() {
 #[tokio::test]
 async fn without_a_fallback_the_error_comes_through() {
     let server = answering(ResponseTemplate::new(503)).await;
-    let c = PricingClient::builder()
+    let c = support::builder::<PricingClient>()
         .base_url(server.uri())
         .build()
         .expect("valid");

@@ -12,6 +12,8 @@ use courier::testing::{Fault, FaultServer};
 use courier::{Error, ErrorKind, Response, client};
 use http::StatusCode;
 
+mod support;
+
 #[client(name = "stock")]
 #[timeout("5s")]
 #[retry(max_attempts = 3, backoff = "10ms..20ms")]
@@ -62,7 +64,7 @@ fn ms(n: u64) -> Duration {
 }
 
 fn client(base: &str) -> StockClient {
-    StockClient::builder()
+    support::builder::<StockClient>()
         .base_url(base)
         .build()
         .expect("valid settings")
@@ -271,7 +273,7 @@ async fn a_trickled_body_arrives_whole_or_times_out() {
 async fn an_endless_body_stops_at_the_size_limit_without_retry() {
     let server = FaultServer::start().await.expect("bind");
     server.set(Fault::ok("").endless_body());
-    let c = StockClient::builder()
+    let c = support::builder::<StockClient>()
         .base_url(server.url())
         .max_response_bytes(64 * 1024)
         .build()
@@ -290,7 +292,7 @@ async fn an_endless_body_stops_at_the_size_limit_without_retry() {
 #[tokio::test]
 async fn an_oversized_body_is_refused_whether_declared_or_chunked() {
     let server = FaultServer::start().await.expect("bind");
-    let c = StockClient::builder()
+    let c = support::builder::<StockClient>()
         .base_url(server.url())
         .max_response_bytes(1024)
         .build()
@@ -353,7 +355,7 @@ async fn paths_have_their_own_plans() {
 #[tokio::test]
 async fn requests_are_recorded_with_connection_headers_and_body() {
     let server = FaultServer::start().await.expect("bind");
-    let c = StockClient::builder()
+    let c = support::builder::<StockClient>()
         .base_url(server.url())
         .default_header("X-Tenant", "acme")
         .build()
@@ -430,7 +432,7 @@ async fn a_5xx_with_an_oversized_body_is_a_status_error() {
     // body error.
     let server = FaultServer::start().await.expect("bind");
     server.set(Fault::status(503).oversized_body(4096));
-    let c = StockClient::builder()
+    let c = support::builder::<StockClient>()
         .base_url(server.url())
         .max_response_bytes(1024)
         .build()
@@ -446,7 +448,7 @@ async fn a_body_broken_off_midway_gets_the_fallback() {
     // before the headers is: the fallback answers both.
     let server = FaultServer::start().await.expect("bind");
     server.set(Fault::ok("x".repeat(4096)).reset_after_headers());
-    let c = StockClient::builder()
+    let c = support::builder::<StockClient>()
         .base_url(server.url())
         .fallback(NoStock)
         .build()

@@ -6,6 +6,8 @@ use courier::{Error, client};
 use wiremock::matchers::path;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+mod support;
+
 #[client(name = "search")]
 #[circuit_breaker(disabled)]
 trait Search {
@@ -55,7 +57,7 @@ async fn first_is_slow() -> MockServer {
 }
 
 fn client(server: &MockServer) -> SearchClient {
-    SearchClient::builder()
+    support::builder::<SearchClient>()
         .base_url(server.uri())
         .build()
         .expect("valid")
@@ -101,7 +103,7 @@ async fn a_fast_answer_sends_no_hedge() {
 async fn hedges_take_from_the_retry_budget() {
     // A budget with no reserve and no share: no hedge may be sent.
     let server = first_is_slow().await;
-    let c = SearchClient::builder()
+    let c = support::builder::<SearchClient>()
         .base_url(server.uri())
         .retry_budget(0.0, 0)
         .build()
@@ -165,7 +167,7 @@ async fn a_hedge_refused_by_a_half_open_breaker_is_not_sent() {
         .with_priority(2)
         .mount(&server)
         .await;
-    let c = SearchClient::builder()
+    let c = support::builder::<SearchClient>()
         .base_url(server.uri())
         .no_retry_budget()
         .build()

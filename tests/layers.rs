@@ -91,7 +91,7 @@ async fn layers_see_every_attempt_in_the_order_added() {
     let server = MockServer::start().await;
     fail_then_ok(&server, "/ok", 503, 2).await;
     let count = Arc::new(AtomicUsize::new(0));
-    let ledger = LedgerClient::builder()
+    let ledger = support::builder::<LedgerClient>()
         .base_url(server.uri())
         .layer(set("x-layer", "yes"))
         .layer(set("x-order", "outer"))
@@ -131,7 +131,7 @@ async fn gzip_server(plain: &[u8]) -> MockServer {
 #[tokio::test]
 async fn tower_http_decompression_reads_a_gzip_body() {
     let server = gzip_server(b"the ledger balances").await;
-    let ledger = LedgerClient::builder()
+    let ledger = support::builder::<LedgerClient>()
         .base_url(server.uri())
         .layer(DecompressionLayer::new())
         .build()
@@ -147,7 +147,7 @@ async fn tower_http_decompression_reads_a_gzip_body() {
     assert!(accepted.is_some_and(|a| a.contains("gzip")));
 
     // Without the layer the body stays compressed: not UTF-8 text.
-    let plain = LedgerClient::builder()
+    let plain = support::builder::<LedgerClient>()
         .base_url(server.uri())
         .build()
         .expect("valid");
@@ -160,7 +160,7 @@ async fn tower_http_decompression_reads_a_gzip_body() {
 #[tokio::test]
 async fn the_size_limit_applies_to_the_decompressed_body() {
     let server = gzip_server(&vec![b'0'; 4 << 20]).await;
-    let ledger = LedgerClient::builder()
+    let ledger = support::builder::<LedgerClient>()
         .base_url(server.uri())
         .layer(DecompressionLayer::new())
         .max_response_bytes(64 * 1024)
@@ -196,7 +196,7 @@ async fn an_async_interceptor_awaits_a_value_on_every_attempt() {
         .await;
     let server = MockServer::start().await;
     fail_then_ok(&server, "/ok", 503, 1).await;
-    let ledger = LedgerClient::builder()
+    let ledger = support::builder::<LedgerClient>()
         .base_url(server.uri())
         .async_interceptor(FetchedToken {
             url: format!("{}/token", tokens.uri()),
@@ -238,7 +238,7 @@ impl AsyncInterceptor for Refuses {
 #[tokio::test]
 async fn a_hanging_interceptor_is_cut_by_the_deadline_and_a_refusal_sends_nothing() {
     let server = support::healthy("ok").await;
-    let hanging = LedgerClient::builder()
+    let hanging = support::builder::<LedgerClient>()
         .base_url(server.uri())
         .async_interceptor(Hangs)
         .build()
@@ -253,7 +253,7 @@ async fn a_hanging_interceptor_is_cut_by_the_deadline_and_a_refusal_sends_nothin
         start.elapsed()
     );
 
-    let refusing = LedgerClient::builder()
+    let refusing = support::builder::<LedgerClient>()
         .base_url(server.uri())
         .async_interceptor(Refuses)
         .build()

@@ -9,6 +9,8 @@ use tracing_subscriber::fmt::MakeWriter;
 use wiremock::matchers::path;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+mod support;
+
 #[client(name = "vault")]
 #[retry(disabled)]
 #[circuit_breaker(disabled)]
@@ -80,7 +82,7 @@ async fn each_level_logs_what_it_says_and_no_secret() {
         )
         .mount(&server)
         .await;
-    let vault = VaultClient::builder()
+    let vault = support::builder::<VaultClient>()
         .base_url(server.uri())
         .default_header("x-api-key", "k3y-planted")
         .build()
@@ -141,7 +143,7 @@ async fn the_level_comes_from_config_too_and_failures_are_logged() {
         .and_then(|l| l.local_addr())
         .map(|a| format!("http://{a}"))
         .expect("a free port");
-    let vault = VaultClient::builder()
+    let vault = support::builder::<VaultClient>()
         .base_url(down)
         .config(&config)
         .build()

@@ -114,7 +114,7 @@ async fn calls_retries_durations_and_breaker_states_are_counted() {
         .respond_with(ResponseTemplate::new(500))
         .mount(&server)
         .await;
-    let ledger = LedgerClient::builder()
+    let ledger = support::builder::<LedgerClient>()
         .base_url(server.uri())
         .fallback(Cached)
         .build()
@@ -269,7 +269,7 @@ async fn the_number_of_series_stays_fixed_whatever_the_ids() {
     let snapshotter = recorder.snapshotter();
     let _local = metrics::set_default_local_recorder(&recorder);
     let server = support::healthy("x").await;
-    let ledger = LedgerClient::builder()
+    let ledger = support::builder::<LedgerClient>()
         .base_url(server.uri())
         .build()
         .expect("valid");

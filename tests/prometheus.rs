@@ -38,7 +38,7 @@ async fn a_prometheus_scrape_shows_the_call_metrics() {
 
     let server = wiremock::MockServer::start().await;
     support::fail_then_ok(&server, "/stock/a-1", 503, 1).await;
-    let inventory = InventoryClient::builder()
+    let inventory = support::builder::<InventoryClient>()
         .base_url(server.uri())
         .build()
         .expect("valid");

@@ -62,7 +62,7 @@ async fn origins() -> (MockServer, MockServer) {
 }
 
 fn client(a: &MockServer, redirects: Option<Redirects>) -> DocsClient {
-    let mut builder = DocsClient::builder()
+    let mut builder = support::builder::<DocsClient>()
         .base_url(a.uri())
         .default_header("x-api-key", "hunter2")
         .interceptor(

@@ -6,6 +6,8 @@ use serde::Serialize;
 use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+mod support;
+
 #[derive(Serialize)]
 struct NewUser<'a> {
     name: &'a str,
@@ -91,7 +93,7 @@ async fn server() -> MockServer {
 }
 
 fn client(server: &MockServer) -> WireClient {
-    WireClient::builder()
+    support::builder::<WireClient>()
         .base_url(server.uri())
         .build()
         .expect("valid settings")
@@ -221,7 +223,7 @@ async fn query_params_optional_repeated_and_encoded() {
 #[tokio::test]
 async fn header_params_and_default_headers() {
     let server = server().await;
-    let c = WireClient::builder()
+    let c = support::builder::<WireClient>()
         .base_url(server.uri())
         .default_header("X-Caller", "billing")
         .default_header("X-Tenant", "default-tenant")
@@ -305,7 +307,7 @@ async fn requests_without_body_have_none_and_json_returns_ask_for_json() {
 #[tokio::test]
 async fn base_url_path_prefix_is_kept() {
     let server = server().await;
-    let c = WireClient::builder()
+    let c = support::builder::<WireClient>()
         .base_url(format!("{}/gateway/", server.uri()))
         .build()
         .expect("valid");

@@ -8,6 +8,8 @@ use serde::Deserialize;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+mod support;
+
 #[derive(Debug, PartialEq, Deserialize)]
 struct User {
     id: u64,
@@ -69,7 +71,7 @@ fn json_user(id: u64) -> serde_json::Value {
 }
 
 async fn client_for(server: &MockServer) -> UsersClient {
-    UsersClient::builder()
+    support::builder::<UsersClient>()
         .base_url(server.uri())
         .build()
         .expect("valid settings")
@@ -309,7 +311,7 @@ async fn a_body_over_the_limit_is_an_error_not_an_allocation() {
         ResponseTemplate::new(200).set_body_json(json_user(2)),
     )
     .await;
-    let c = UsersClient::builder()
+    let c = support::builder::<UsersClient>()
         .base_url(server.uri())
         .max_response_bytes(1024)
         .build()
@@ -330,7 +332,7 @@ async fn a_streamed_body_is_cut_off_at_the_limit() {
     // about 1 MiB.
     let server = FaultServer::start().await.expect("bind");
     server.set(Fault::json("").oversized_body(256 * 1024 * 1024).chunked());
-    let c = UsersClient::builder()
+    let c = support::builder::<UsersClient>()
         .base_url(server.url())
         .max_response_bytes(1024 * 1024)
         .build()

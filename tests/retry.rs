@@ -50,7 +50,7 @@ trait Orders {
 }
 
 fn client(server: &MockServer) -> OrdersClient {
-    OrdersClient::builder()
+    support::builder::<OrdersClient>()
         .base_url(server.uri())
         .build()
         .expect("valid")
@@ -112,7 +112,7 @@ async fn a_post_is_retried_when_the_connection_was_refused() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         l.local_addr().expect("addr").port()
     };
-    let c = OrdersClient::builder()
+    let c = support::builder::<OrdersClient>()
         .base_url(format!("http://127.0.0.1:{port}"))
         .build()
         .expect("valid");
@@ -242,7 +242,7 @@ async fn a_sustained_outage_stays_within_the_retry_budget() {
         .respond_with(ResponseTemplate::new(503))
         .mount(&server)
         .await;
-    let c = OrdersClient::builder()
+    let c = support::builder::<OrdersClient>()
         .base_url(server.uri())
         .retry_budget(0.2, 1)
         .build()
@@ -274,7 +274,7 @@ async fn without_a_budget_every_retry_is_made() {
         .respond_with(ResponseTemplate::new(503))
         .mount(&server)
         .await;
-    let c = OrdersClient::builder()
+    let c = support::builder::<OrdersClient>()
         .base_url(server.uri())
         .no_retry_budget()
         .build()

@@ -8,6 +8,8 @@ use serde::Deserialize;
 use wiremock::matchers::path_regex;
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
+mod support;
+
 #[derive(Debug, Deserialize, PartialEq)]
 struct Greeting {
     to: String,
@@ -66,7 +68,7 @@ async fn greet_all(api: Arc<dyn Greeter>, names: &[&str]) -> Vec<String> {
 async fn the_client_and_a_fake_both_serve_as_arc_dyn_trait() {
     let server = echo_server().await;
     let real: Arc<dyn Greeter> = Arc::new(
-        GreeterClient::builder()
+        support::builder::<GreeterClient>()
             .base_url(server.uri())
             .build()
             .expect("valid"),
@@ -79,7 +81,7 @@ async fn the_client_and_a_fake_both_serve_as_arc_dyn_trait() {
 #[tokio::test]
 async fn provided_methods_run_on_top_of_generated_ones() {
     let server = echo_server().await;
-    let c = GreeterClient::builder()
+    let c = support::builder::<GreeterClient>()
         .base_url(server.uri())
         .build()
         .expect("valid");
@@ -91,7 +93,7 @@ async fn provided_methods_run_on_top_of_generated_ones() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clones_work_from_many_tasks_at_once() {
     let server = echo_server().await;
-    let client = GreeterClient::builder()
+    let client = support::builder::<GreeterClient>()
         .base_url(server.uri())
         .build()
         .expect("valid");

@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 use courier::testing::{Fault, FaultServer};
 use courier::{Balance, Error, Inspect, Instance, OutlierEjection, StaticDiscovery, client};
 
+mod support;
+
 #[client(name = "soaked")]
 #[timeout("250ms")]
 #[retry(max_attempts = 3, backoff = "1ms..4ms", attempt_timeout = "60ms")]
@@ -155,7 +157,7 @@ async fn a_soak_of_random_faults_leaves_nothing_behind() {
             .enumerate()
             .map(|(i, s)| Instance::new(format!("i{i}"), s.url())),
     );
-    let client = SoakedClient::builder()
+    let client = support::builder::<SoakedClient>()
         .discovery(discovery)
         .balance(Balance::PeakEwma)
         .outlier_ejection(OutlierEjection {

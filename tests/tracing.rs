@@ -63,7 +63,7 @@ async fn attempt_spans_follow_the_http_client_conventions() {
 
     let server = MockServer::start().await;
     support::fail_then_ok(&server, "/api/v1/users/7", 503, 1).await;
-    let users = UsersClient::builder()
+    let users = support::builder::<UsersClient>()
         .base_url(server.uri())
         .build()
         .expect("valid");
@@ -185,7 +185,12 @@ async fn the_trace_continues_into_the_called_service() {
         .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("client")));
     let _guard = tracing::subscriber::set_default(subscriber);
     let url = instrumented_service(provider.clone()).await;
-    let users = Arc::new(UsersClient::builder().base_url(url).build().expect("valid"));
+    let users = Arc::new(
+        support::builder::<UsersClient>()
+            .base_url(url)
+            .build()
+            .expect("valid"),
+    );
 
     let answer = users
         .get(7, "t")

@@ -64,6 +64,13 @@
 //! error's snippet. A body that breaks off after the headers is a `Body`
 //! error that the classifier treats like a reset (retried when idempotent,
 //! counted by the breaker, fallback-eligible).
+//!
+//! ## The lean transport
+//!
+//! With the `hyper-transport` feature, `HyperTransport` sends through
+//! hyper-util's pooled client straight on hyper instead of reqwest, behind
+//! this same boundary: only the send and the body's chunks differ (see
+//! `transport/hyper_client.rs`).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -87,6 +94,11 @@ use crate::observe::probe::Attempt;
 use crate::policy::retry::parse_retry_after;
 use crate::request::RequestParts;
 use crate::{BoxError, Error, ErrorKind};
+
+#[cfg(feature = "hyper-transport")]
+mod hyper_client;
+#[cfg(feature = "hyper-transport")]
+pub use hyper_client::HyperTransport;
 
 // ===== the types at the boundary =====
 
@@ -187,18 +199,35 @@ impl tower::Service<HttpRequest> for ReqwestService {
     }
 }
 
-/// Where requests go: reqwest directly, or a tower stack.
+/// Where requests go: reqwest or hyper-util directly, or a tower stack.
 #[derive(Clone)]
 pub(crate) enum Transport {
     Reqwest(reqwest::Client),
+    /// Boxed: hyper-util's client is 400 bytes, reqwest's one pointer.
+    #[cfg(feature = "hyper-transport")]
+    Hyper(Box<hyper_client::HyperSender>),
     Layered(HttpService),
+}
+
+impl Transport {
+    /// This transport as the service at the bottom of a tower stack.
+    pub(crate) fn into_service(self) -> HttpService {
+        match self {
+            Transport::Reqwest(client) => HttpService::new(ReqwestService::new(client)),
+            #[cfg(feature = "hyper-transport")]
+            Transport::Hyper(sender) => HttpService::new(sender.into_service()),
+            Transport::Layered(service) => service,
+        }
+    }
 }
 
 impl fmt::Debug for Transport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Transport::Reqwest(_) => "reqwest",
-            Transport::Layered(_) => "tower layers over reqwest",
+            #[cfg(feature = "hyper-transport")]
+            Transport::Hyper(_) => "hyper-util",
+            Transport::Layered(_) => "tower layers over the transport",
         })
     }
 }
@@ -323,9 +352,12 @@ pub(crate) struct Settings {
     pub(crate) redirects: Redirects,
 }
 
-/// A response being received: from reqwest directly or from the stack.
+/// A response being received: from reqwest or hyper-util directly, or
+/// from the stack.
 enum Incoming {
     Reqwest(reqwest::Response),
+    #[cfg(feature = "hyper-transport")]
+    Hyper(hyper_client::HyperResponse),
     Http(HttpResponse),
 }
 
@@ -333,6 +365,8 @@ impl Incoming {
     fn status(&self) -> StatusCode {
         match self {
             Incoming::Reqwest(r) => r.status(),
+            #[cfg(feature = "hyper-transport")]
+            Incoming::Hyper(r) => r.status(),
             Incoming::Http(r) => r.status(),
         }
     }
@@ -340,6 +374,8 @@ impl Incoming {
     fn headers(&self) -> &HeaderMap {
         match self {
             Incoming::Reqwest(r) => r.headers(),
+            #[cfg(feature = "hyper-transport")]
+            Incoming::Hyper(r) => r.headers(),
             Incoming::Http(r) => r.headers(),
         }
     }
@@ -347,6 +383,8 @@ impl Incoming {
     fn headers_mut(&mut self) -> &mut HeaderMap {
         match self {
             Incoming::Reqwest(r) => r.headers_mut(),
+            #[cfg(feature = "hyper-transport")]
+            Incoming::Hyper(r) => r.headers_mut(),
             Incoming::Http(r) => r.headers_mut(),
         }
     }
@@ -359,6 +397,14 @@ impl Incoming {
         match self {
             Incoming::Reqwest(r) => {
                 while let Some(chunk) = reqwest_chunk(r).await? {
+                    if let Some(done) = collect.push(chunk)? {
+                        return Ok(done);
+                    }
+                }
+            }
+            #[cfg(feature = "hyper-transport")]
+            Incoming::Hyper(r) => {
+                while let Some(chunk) = hyper_client::chunk(r).await? {
                     if let Some(done) = collect.push(chunk)? {
                         return Ok(done);
                     }
@@ -381,6 +427,8 @@ impl Incoming {
     fn declared_length(&self) -> Option<u64> {
         match self {
             Incoming::Reqwest(r) => r.content_length(),
+            #[cfg(feature = "hyper-transport")]
+            Incoming::Hyper(r) => http_body::Body::size_hint(r.body()).exact(),
             Incoming::Http(r) => http_body::Body::size_hint(r.body()).exact(),
         }
     }
@@ -551,6 +599,12 @@ impl Settings {
                     let request = Self::reqwest_request(&method, &target, headers, body)?;
                     let response = client.execute(request).await;
                     Incoming::Reqwest(response.map_err(transport_error)?)
+                }
+                #[cfg(feature = "hyper-transport")]
+                Transport::Hyper(sender) => {
+                    let request = sender.request(&method, &target, headers, body)?;
+                    let response = sender.send(request).await;
+                    Incoming::Hyper(response.map_err(hyper_client::send_error)?)
                 }
                 Transport::Layered(service) => {
                     let request = Self::http_request(&method, &target, headers, body)?;
@@ -750,9 +804,15 @@ fn transport_error(e: reqwest::Error) -> Error {
     Error::new(kind, message).with_source(e.without_url())
 }
 
-/// Classifies a failure of a layered stack: reqwest's own errors as above,
-/// a layer's timeout as a timeout, anything else as a transport error.
+/// Classifies a failure of a layered stack: reqwest's and hyper-util's own
+/// errors as above, a layer's timeout as a timeout, anything else as a
+/// transport error.
 fn layered_error(e: BoxError) -> Error {
+    #[cfg(feature = "hyper-transport")]
+    let e = match e.downcast::<hyper_util::client::legacy::Error>() {
+        Ok(e) => return hyper_client::send_error(*e),
+        Err(e) => e,
+    };
     match e.downcast::<reqwest::Error>() {
         Ok(e) => transport_error(*e),
         Err(e) if e.is::<tower::timeout::error::Elapsed>() => {

@@ -1,13 +1,58 @@
-//! Helpers shared by the integration tests: servers that answer, fail or
-//! wait as a case needs, request counts, and waiting for a condition with
-//! a deadline (never sleeping and hoping).
+//! Helpers shared by the integration tests: client builders on the
+//! transport under test, servers that answer, fail or wait as a case needs,
+//! request counts, and waiting for a condition with a deadline (never
+//! sleeping and hoping).
 #![allow(dead_code)] // each test file uses some of them
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use courier::ClientBuilder;
+// NOTE: the bound of `ClientBuilder<C>`; hidden API, fine for our tests.
+use courier::__private::ClientSpec;
+
 use wiremock::matchers::{any, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
+
+// ===== the transport under test =====
+
+/// The transports the suite runs on: each integration test that builds a
+/// client builds it with [`builder`], and `scripts/test` runs the suite
+/// once per transport (`COURIER_TEST_TRANSPORT` set for the run). The
+/// choice is the tests', never the library's: a client built outside the
+/// tests always gets the transport its builder was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Transport {
+    /// reqwest, the default (`COURIER_TEST_TRANSPORT` unset or `reqwest`).
+    Reqwest,
+    /// The lean transport (`COURIER_TEST_TRANSPORT=hyper`).
+    Hyper,
+}
+
+/// The transport this run of the suite tests.
+///
+/// # Panics
+/// On a value other than `reqwest` or `hyper`: a typo must not quietly
+/// test reqwest twice.
+pub(crate) fn transport() -> Transport {
+    match std::env::var("COURIER_TEST_TRANSPORT").as_deref() {
+        Err(std::env::VarError::NotPresent) | Ok("" | "reqwest") => Transport::Reqwest,
+        Ok("hyper") => Transport::Hyper,
+        other => panic!("COURIER_TEST_TRANSPORT is `reqwest` or `hyper`, not {other:?}"),
+    }
+}
+
+/// `C::builder()` on the transport under test: what every test that sends
+/// starts from (`tests/matrix.rs` checks that they do).
+pub(crate) fn builder<C: ClientSpec>() -> ClientBuilder<C> {
+    let builder = ClientBuilder::<C>::new();
+    match transport() {
+        Transport::Reqwest => builder,
+        Transport::Hyper => builder.hyper_transport(courier::transport::HyperTransport::new()),
+    }
+}
+
+// ===== servers =====
 
 /// Requests the server has received so far.
 pub(crate) async fn received(server: &MockServer) -> usize {

@@ -283,7 +283,7 @@ impl Auth {
     pub(crate) fn into_hook(
         self,
         def: &'static ClientDef,
-        http: &reqwest::Client,
+        http: impl FnOnce() -> Result<reqwest::Client, Error>,
         events: &EventSink,
     ) -> Result<AuthHook, Error> {
         let kind = self.0.map_err(Error::builder)?;
@@ -293,7 +293,7 @@ impl Auth {
             Kind::OAuth2(oauth2) => {
                 let skew = oauth2.skew();
                 Credential::Token(TokenCache::new(
-                    oauth2.source(def.name, http.clone(), events.clone())?,
+                    oauth2.source(def.name, http()?, events.clone())?,
                     skew,
                 ))
             }
