@@ -25,6 +25,8 @@
 //! - [`discovery`] – where a service's instances are.
 //! - [`observe`] – events.
 //! - [`inspect`] – reading a client's state.
+//! - `dashboard` – the live page, its SSE stream and JSON snapshot
+//!   (feature `dashboard`).
 //! - `testing` – a loopback server that fails on purpose (feature
 //!   `testing`).
 //! - `error` – `Error` and `ErrorKind`.
@@ -40,6 +42,8 @@ mod client;
 mod clock;
 pub mod codec;
 pub mod config;
+#[cfg(feature = "dashboard")]
+pub mod dashboard;
 pub mod discovery;
 mod error;
 pub mod inspect;
