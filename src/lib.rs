@@ -263,6 +263,9 @@ pub use courier_core::auth;
 #[cfg(feature = "testing")]
 pub use courier_core::testing;
 
+#[cfg(feature = "dashboard")]
+pub use courier_core::dashboard;
+
 /// Turns an annotated trait into a typed HTTP client `<Trait>Client`.
 ///
 /// See the [crate documentation](crate) for the attributes.

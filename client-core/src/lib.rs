@@ -28,6 +28,8 @@
 //! - [`discovery`] – where a service's instances are.
 //! - [`observe`] – events.
 //! - [`inspect`] – reading a client's state.
+//! - `dashboard` – the live page, its SSE stream and JSON snapshot
+//!   (feature `dashboard`).
 //! - `testing` – a loopback server that fails on purpose (feature
 //!   `testing`).
 //! - `error` – `Error` and `ErrorKind`.
@@ -46,6 +48,8 @@ mod clock;
 pub mod codec;
 pub mod config;
 pub mod context;
+#[cfg(feature = "dashboard")]
+pub mod dashboard;
 pub mod discovery;
 mod error;
 pub mod inspect;

@@ -131,7 +131,8 @@ pub struct MethodStatsSnapshot {
     pub method: &'static str,
     /// Calls ended (answered, failed, or answered by the fallback).
     pub calls: u64,
-    /// Calls that ended with an error (the fallback's answers are not).
+    /// Calls that ended with an error before any fallback: a call the
+    /// fallback answered counts here and in `fallbacks`.
     pub failed: u64,
     /// Calls the fallback answered.
     pub fallbacks: u64,
