@@ -122,7 +122,7 @@ pub enum Event<'a> {
         cause: crate::ErrorKind,
     },
     /// An OAuth2 token request failed (feature `auth`): the calls waiting
-    /// for it fail with [`ErrorKind::Auth`](crate::ErrorKind::Auth).
+    /// for it fail with [`ErrorKind::Auth`].
     #[non_exhaustive]
     TokenRequestFailed {
         /// The logical service name of the client.
