@@ -26,7 +26,7 @@
 //! nothing) takes permits from the client's. `#[rate_limit(disabled)]`
 //! exempts a method.
 //!
-//! Time is tokio's (through [`crate::clock`]), so paused-clock tests drive
+//! Time is tokio's (through courier's `clock` module), so paused-clock tests drive
 //! it like every other stage.
 
 use std::num::NonZeroU32;
