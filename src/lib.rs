@@ -136,6 +136,10 @@
 //!   slow_call = "2s", slow_call_rate = 100, open_for = "5s",
 //!   half_open_calls = 3)]` or `#[circuit_breaker(disabled)]`: on by default,
 //!   one per method, 4xx never count;
+//! - `#[rate_limit(per_second = 100, burst = 100, max_wait = "0ms")]`: off
+//!   by default; on the trait, one limiter shared by the client's methods
+//!   (a method naming its own rate gets its own); a refusal is
+//!   `is_rate_limited()`, nothing sent;
 //! - `#[bulkhead(max_concurrent = 10, max_wait = "0ms")]`: off by default;
 //! - `#[hedge(delay = "50ms", max_extra = 1)]`: off by default;
 //! - `#[log(level = "basic", body_limit = 4096)]`: Feign's HTTP log levels

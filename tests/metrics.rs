@@ -291,3 +291,35 @@ async fn the_number_of_series_stays_fixed_whatever_the_ids() {
         1000
     );
 }
+
+/// A permit the rate limiter refuses is counted, per client and method,
+/// and the refused attempt is never sent, so it has no duration sample.
+#[tokio::test(flavor = "current_thread")]
+async fn rate_limiter_refusals_are_counted() {
+    #[client(name = "metered")]
+    #[retry(disabled)]
+    trait Metered {
+        #[get("/m")]
+        #[rate_limit(per_second = 1, burst = 2)]
+        async fn m(&self) -> Result<String, Error>;
+    }
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let server = support::healthy("m").await;
+    let metered = support::builder::<MeteredClient>()
+        .base_url(server.uri())
+        .build()
+        .expect("valid");
+    let mut refused = 0;
+    for _ in 0..5 {
+        if metered.m().await.is_err_and(|e| e.is_rate_limited()) {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 3);
+    let s = series(&snapshotter);
+    let labels = [("courier.client", "metered"), ("courier.method", "m")];
+    assert_eq!(counter(&s, "courier.ratelimiter.refused", &labels), 3);
+    assert_eq!(samples(&s, "http.client.request.duration", &labels), 2);
+}

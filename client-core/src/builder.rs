@@ -32,9 +32,10 @@ use crate::policy::bulkhead::Bulkhead;
 use crate::policy::circuit::CircuitBreaker;
 use crate::policy::deadline::{Watch, WatchHandle};
 use crate::policy::fallback::Fallback;
+use crate::policy::rate_limit::RateLimiter;
 use crate::policy::{MethodPolicy, defaults};
 use crate::request::header_value;
-use crate::spec::{Overrides, method_of};
+use crate::spec::{Key, Overrides, method_of};
 use crate::transport::{self, HttpRequest, HttpService, Redirects, Transport};
 use crate::url::normalize_base_url;
 use crate::{Error, ErrorKind};
@@ -453,7 +454,8 @@ impl<C: ClientSpec> ClientBuilder<C> {
         self
     }
 
-    /// Resolves each method's policy and creates its breaker and bulkhead.
+    /// Resolves each method's policy and creates its breaker, bulkhead and
+    /// rate limiter (or hands it the client's).
     fn methods(&self) -> Result<Box<[MethodRuntime]>, Error> {
         let def = C::DEF;
         let none = Overrides::NONE;
@@ -479,10 +481,44 @@ impl<C: ClientSpec> ClientBuilder<C> {
             ));
         }
         let client_level = section.map_or(&none, |s| &s.overrides);
+        // The limiter the methods share: one per built client.
+        let shared_limiter = crate::policy::rate_limit(&[client_level, &def.policy])
+            .filter(|r| r.per_second > 0)
+            .map(|r| Arc::new(RateLimiter::new(r.per_second, r.burst)));
         let methods = def.methods.iter().map(|m| {
             let method_level = section.and_then(|s| s.methods.get(m.name)).unwrap_or(&none);
             let policy =
                 MethodPolicy::resolve(m, &[method_level, &m.policy, client_level, &def.policy]);
+            let limiter = match policy.rate_limit {
+                None => None,
+                Some(r) if r.per_second == 0 => {
+                    let (kind, at) = match section {
+                        Some(_) => (ErrorKind::Config, format!("{source}: ")),
+                        None => (ErrorKind::Builder, String::new()),
+                    };
+                    return Err(Error::new(
+                        kind,
+                        format!(
+                            "{at}the rate limit of `{}.{}` names no rate: set \
+                             `rate_limit.per_second` (or `#[rate_limit(per_second = …)]`) \
+                             on the method or the client",
+                            def.name, m.name
+                        ),
+                    ));
+                }
+                Some(r) => {
+                    // A method naming its own rate or burst gets its own
+                    // limiter; otherwise it shares the client's.
+                    let own = [method_level, &m.policy].iter().any(|level| {
+                        level.get(Key::RateLimitPerSecond).is_some()
+                            || level.get(Key::RateLimitBurst).is_some()
+                    });
+                    match (&shared_limiter, own) {
+                        (Some(shared), false) => Some(Arc::clone(shared)),
+                        _ => Some(Arc::new(RateLimiter::new(r.per_second, r.burst))),
+                    }
+                }
+            };
             let probe = Probe::new(def.name, m, policy.log);
             let breaker = policy.circuit.map(|c| {
                 probe.breaker_started();
@@ -492,16 +528,17 @@ impl<C: ClientSpec> ClientBuilder<C> {
                 probe.bulkhead(b.max_concurrent as usize, b.max_concurrent);
                 Bulkhead::new(b)
             });
-            MethodRuntime {
+            Ok(MethodRuntime {
                 def: m,
                 verb: method_of(m.verb),
                 breaker,
                 bulkhead,
+                limiter,
                 policy,
                 probe,
-            }
+            })
         });
-        Ok(methods.collect())
+        methods.collect()
     }
 
     /// Builds the client.

@@ -6,7 +6,7 @@
 //! deadline   policy/deadline.rs: `timeout` bounds every wait below
 //! retry      policy/retry.rs: back-off with full jitter, Retry-After, budget
 //! hedge      policy/hedge.rs: extra attempts after a delay (idempotent only)
-//! guard      policy/guard.rs: circuit breaker, then bulkhead
+//! guard      policy/guard.rs: circuit breaker, rate limiter, bulkhead
 //! balance    balance/mod.rs: pick an instance, run, record
 //! transport  transport.rs: interceptors, tower layers, reqwest, redirects,
 //!            body under the limit, decode
@@ -64,6 +64,7 @@ impl<'a> MethodCall<'a> {
             &self.shared.events,
             m.breaker.as_ref(),
             m.bulkhead.as_ref(),
+            m.limiter.as_deref(),
             self.shared.budget.as_ref(),
             &self.shared.watch.0,
             start,
@@ -253,6 +254,7 @@ mod tests {
             policy,
             breaker: None,
             bulkhead: None,
+            limiter: None,
             probe: crate::observe::probe::Probe::new("s", &DEF, policy.log),
         };
         let call = MethodCall::new(&shared, &m);

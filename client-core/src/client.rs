@@ -25,6 +25,7 @@ use crate::policy::bulkhead::Bulkhead;
 use crate::policy::circuit::CircuitBreaker;
 use crate::policy::deadline::WatchHandle;
 use crate::policy::fallback::Fallback;
+use crate::policy::rate_limit::RateLimiter;
 use crate::spec::{ClientDef, MethodDef};
 use crate::transport;
 
@@ -99,6 +100,8 @@ pub(crate) struct MethodRuntime {
     pub(crate) policy: MethodPolicy,
     pub(crate) breaker: Option<CircuitBreaker>,
     pub(crate) bulkhead: Option<Bulkhead>,
+    /// Its rate limiter: its own, or the one the client's methods share.
+    pub(crate) limiter: Option<Arc<RateLimiter>>,
     pub(crate) probe: Probe,
 }
 

@@ -16,7 +16,8 @@
 //! schema ([`crate::spec::KEYS`]): `timeout`; `retry.{disabled, max_attempts,
 //! backoff, attempt_timeout, on}`; `circuit_breaker.{disabled, window,
 //! min_calls, failure_rate, slow_call, slow_call_rate, open_for,
-//! half_open_calls}`; `bulkhead.{disabled, max_concurrent, max_wait}`;
+//! half_open_calls}`; `rate_limit.{disabled, per_second, burst, max_wait}`;
+//! `bulkhead.{disabled, max_concurrent, max_wait}`;
 //! `hedge.{disabled, delay, max_extra}`; `log.{level, body_limit}`.
 //! Durations are written as in the attributes (`"300ms"`, `"2s"`,
 //! `"1m 30s"`, at most a day), a back-off as `"50ms..1s"`, a log level as

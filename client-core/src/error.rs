@@ -56,6 +56,9 @@ pub enum ErrorKind {
     CircuitOpen,
     /// The method's bulkhead was full: too many calls of it were in flight.
     BulkheadFull,
+    /// The method's rate limiter had no permit for the attempt within its
+    /// `max_wait` (or before the deadline): nothing was sent.
+    RateLimited,
     /// The configuration file or string is malformed.
     Config,
     /// Service discovery knows no instance of the service.
@@ -82,6 +85,7 @@ impl ErrorKind {
             ErrorKind::Decode => "could not decode the response body",
             ErrorKind::CircuitOpen => "circuit breaker is open",
             ErrorKind::BulkheadFull => "bulkhead is full",
+            ErrorKind::RateLimited => "rate limit reached",
             ErrorKind::Config => "invalid configuration",
             ErrorKind::NoInstances => "no instances",
             ErrorKind::Auth => "could not get credentials",
@@ -349,6 +353,12 @@ impl Error {
         self.chain_any(|e| e.kind() == ErrorKind::BulkheadFull, |_| false)
     }
 
+    /// True if the method's rate limiter refused the call: no permit came
+    /// within its `max_wait`. Nothing was sent; the call is not retried.
+    pub fn is_rate_limited(&self) -> bool {
+        self.chain_any(|e| e.kind() == ErrorKind::RateLimited, |_| false)
+    }
+
     /// True if the call stopped retrying because the client's retry budget
     /// was spent; the error is otherwise the last attempt's. Searches the
     /// cause chain like the other predicates.
@@ -539,6 +549,7 @@ mod tests {
         assert!(wrapped(Error::new(ErrorKind::Body, "")).is_body());
         assert!(wrapped(Error::new(ErrorKind::CircuitOpen, "")).is_circuit_open());
         assert!(wrapped(Error::new(ErrorKind::BulkheadFull, "")).is_bulkhead_full());
+        assert!(wrapped(Error::new(ErrorKind::RateLimited, "")).is_rate_limited());
         assert!(wrapped(Error::auth("")).is_auth());
         assert!(!wrapped(Error::new(ErrorKind::Connect, "")).is_auth());
         let spent = Error::new(ErrorKind::Status, "").with_budget_exhausted();

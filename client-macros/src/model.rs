@@ -178,6 +178,9 @@ impl ClientModel {
         let mut policy = Policies::default();
         item.attrs
             .retain(|attr| keep_trait_attr(attr, &mut policy, &mut errors));
+        if let Err(e) = policy.check_client_level() {
+            errors.push(e);
+        }
 
         let mut methods = Vec::new();
         for trait_item in &mut item.items {

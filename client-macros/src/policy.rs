@@ -1,5 +1,6 @@
 //! Part of the model: the policy attributes (`#[timeout]`, `#[retry]`,
-//! `#[circuit_breaker]`, `#[bulkhead]`, `#[hedge]`), parsed and checked at
+//! `#[circuit_breaker]`, `#[rate_limit]`, `#[bulkhead]`, `#[hedge]`,
+//! `#[log]`), parsed and checked at
 //! compile time against the one policy schema (`courier_spec::KEYS`), each
 //! mistake reported at its token. The runtime checks config values against
 //! the same table, so the two can never disagree.
@@ -36,6 +37,17 @@ impl Policies {
         let (_, attr) = self.given.iter().find(|(s, _)| *s == section)?;
         let switch = courier_spec::section(section)?.switch?;
         (self.level.get(switch) != Some(Value::Switch(false))).then_some(attr)
+    }
+
+    /// The checks of the trait level, the one every method inherits: a
+    /// rate limit there must name its rate.
+    pub(crate) fn check_client_level(&self) -> syn::Result<()> {
+        courier_spec::check_client_level(&self.level).map_err(|e| {
+            match self.enabled_attr("rate_limit") {
+                Some(attr) => syn::Error::new_spanned(attr, e),
+                None => syn::Error::new(Span::call_site(), e),
+            }
+        })
     }
 
     /// Parses `attr` if it is a policy attribute; `Ok(false)` if it is not.

@@ -194,6 +194,11 @@ impl fmt::Debug for StatusSet {
 /// every sum of an instant and a setting far from overflow.
 pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
 
+/// The highest `rate_limit.per_second` and `rate_limit.burst`: a million
+/// permits a second is far past what one client sends, and keeps the
+/// limiter's arithmetic (nanoseconds per permit, times the burst) exact.
+pub const MAX_RATE: u32 = 1_000_000;
+
 /// What a key's value must be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -275,6 +280,10 @@ pub enum Key {
     CircuitSlowCallRate,
     CircuitOpenFor,
     CircuitHalfOpenCalls,
+    RateLimitEnabled,
+    RateLimitPerSecond,
+    RateLimitBurst,
+    RateLimitMaxWait,
     BulkheadEnabled,
     BulkheadMaxConcurrent,
     BulkheadMaxWait,
@@ -322,6 +331,11 @@ pub const SECTIONS: &[Section] = &[
     Section {
         name: "circuit_breaker",
         switch: Some(Key::CircuitEnabled),
+        single: None,
+    },
+    Section {
+        name: "rate_limit",
+        switch: Some(Key::RateLimitEnabled),
         single: None,
     },
     Section {
@@ -420,6 +434,14 @@ keys! {
         Some(Value::Duration(secs(5))), "how long an open breaker rejects calls";
     CircuitHalfOpenCalls: "circuit_breaker"."half_open_calls", Kind::Count { min: 1, max: 10_000 },
         Some(Value::Count(3)), "trial calls let through when half-open";
+    RateLimitEnabled: "rate_limit"."enabled", Kind::Switch, Some(Value::Switch(false)),
+        "whether the method's attempts take permits from a rate limiter";
+    RateLimitPerSecond: "rate_limit"."per_second", Kind::Count { min: 1, max: MAX_RATE }, None,
+        "permits per second (no default: a rate limit names its rate)";
+    RateLimitBurst: "rate_limit"."burst", Kind::Count { min: 1, max: MAX_RATE }, None,
+        "permits that may be taken at once after a quiet spell (default: per_second)";
+    RateLimitMaxWait: "rate_limit"."max_wait", Kind::Duration { nonzero: false },
+        Some(Value::Duration(Duration::ZERO)), "how long an attempt waits for a permit";
     BulkheadEnabled: "bulkhead"."enabled", Kind::Switch, Some(Value::Switch(false)),
         "whether the method has a bulkhead";
     BulkheadMaxConcurrent: "bulkhead"."max_concurrent", Kind::Count { min: 1, max: 1 << 28 },
@@ -647,6 +669,24 @@ pub fn check_level(level: &Overrides) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks a client's lowest level (the trait's attributes): a rate limit
+/// there is the one every method shares, so it must name its rate.
+///
+/// # Errors
+/// A message naming the missing key.
+pub fn check_client_level(level: &Overrides) -> Result<(), String> {
+    if level.get(Key::RateLimitEnabled) == Some(Value::Switch(true))
+        && level.get(Key::RateLimitPerSecond).is_none()
+    {
+        return Err(
+            "a rate limit on the client needs its rate: #[rate_limit(per_second = 100)] \
+             (the methods share it; a method may set its own `max_wait`)"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -709,6 +749,22 @@ mod tests {
             .with(Key::CircuitMinCalls, Value::Count(10));
         let e = check_level(&level).err().unwrap_or_default();
         assert!(e.contains("min_calls") && e.contains("window"), "{e}");
+    }
+
+    #[test]
+    fn a_client_level_rate_limit_must_name_its_rate() {
+        let on = Overrides::NONE.with(Key::RateLimitEnabled, Value::Switch(true));
+        let e =
+            check_client_level(&on.with(Key::RateLimitMaxWait, Value::Duration(Duration::ZERO)))
+                .err()
+                .unwrap_or_default();
+        assert!(e.contains("per_second"), "{e}");
+        assert!(check_client_level(&on.with(Key::RateLimitPerSecond, Value::Count(5))).is_ok());
+        let off = Overrides::NONE.with(Key::RateLimitEnabled, Value::Switch(false));
+        assert!(check_client_level(&off).is_ok());
+        let info = Key::RateLimitPerSecond.info();
+        assert!(check(info, &Raw::Int(0)).is_err());
+        assert!(check(info, &Raw::Int(i128::from(MAX_RATE) + 1)).is_err());
     }
 
     #[test]

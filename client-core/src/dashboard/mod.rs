@@ -68,7 +68,7 @@
 //!                   "retry": { "max_attempts": 3, "backoff": "50ms..1s", "on": [429, 502, 503, 504], "attempt_timeout": null },
 //!                   "circuit": { "window": 20, "min_calls": 10, "failure_rate": 50, "slow_call": "2s",
 //!                                "slow_call_rate": 100, "open_for": "5s", "half_open_calls": 3 },
-//!                   "bulkhead": null, "hedge": null, "log": { "level": "none", "body_limit": 4096 } },
+//!                   "rate_limit": null, "bulkhead": null, "hedge": null, "log": { "level": "none", "body_limit": 4096 } },
 //!       "circuit": { "state": "open", "forced": "auto", "failures": 11, "slow": 0, "calls": 20,
 //!                    "transitions": [ { "at_ms": 1767225599000, "from": "closed", "to": "open" } ] },
 //!       "bulkhead": null,

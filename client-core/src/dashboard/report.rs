@@ -127,9 +127,17 @@ struct PolicyReport {
     idempotent: bool,
     retry: Option<RetryReport>,
     circuit: Option<CircuitPolicyReport>,
+    rate_limit: Option<RateLimitReport>,
     bulkhead: Option<BulkheadPolicyReport>,
     hedge: Option<HedgeReport>,
     log: LogReport,
+}
+
+#[derive(Debug, Serialize)]
+struct RateLimitReport {
+    per_second: u32,
+    burst: u32,
+    max_wait: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -203,6 +211,11 @@ impl From<&MethodPolicy> for PolicyReport {
                 slow_call_rate: c.slow_call_rate,
                 open_for: duration(c.open_for),
                 half_open_calls: c.half_open_calls,
+            }),
+            rate_limit: p.rate_limit.as_ref().map(|r| RateLimitReport {
+                per_second: r.per_second,
+                burst: r.burst,
+                max_wait: duration(r.max_wait),
             }),
             bulkhead: p.bulkhead.as_ref().map(|b| BulkheadPolicyReport {
                 max_concurrent: b.max_concurrent,

@@ -187,6 +187,7 @@ fn the_report_shows_the_effective_policy_and_the_live_state() {
                        "attempt_timeout": null },
             "circuit": { "window": 20, "min_calls": 10, "failure_rate": 50, "slow_call": "2s",
                          "slow_call_rate": 100, "open_for": "5s", "half_open_calls": 3 },
+            "rate_limit": null,
             "bulkhead": { "max_concurrent": 4, "max_wait": "0s" },
             "hedge": null,
             "log": { "level": "none", "body_limit": 4096 },

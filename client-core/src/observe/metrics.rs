@@ -10,6 +10,7 @@
 //! | `courier.circuitbreaker.failure_rate`, `courier.circuitbreaker.slow_call_rate` | gauge, percent | `courier.client`, `courier.method` | `resilience4j.circuitbreaker.failure.rate`, `….slow.call.rate` |
 //! | `courier.retry.calls` | counter, per call | `courier.client`, `courier.method`, `kind` = `successful_without_retry`, `successful_with_retry`, `failed_without_retry`, `failed_with_retry` | `resilience4j.retry.calls` |
 //! | `courier.bulkhead.available_concurrent_calls`, `courier.bulkhead.max_allowed_concurrent_calls` | gauge | `courier.client`, `courier.method` | `resilience4j.bulkhead.available.concurrent.calls`, `….max.allowed.concurrent.calls` |
+//! | `courier.ratelimiter.refused` | counter, per attempt refused | `courier.client`, `courier.method` | (Resilience4j's `RequestNotPermitted`, counted) |
 //! | `courier.retry_budget.remaining` | gauge (at each retry asked for) | `courier.client` | (Finagle's retry budget) |
 //! | `courier.retry_budget.exhausted` | counter | `courier.client`, `courier.method` | |
 //! | `courier.fallback.calls` | counter | `courier.client`, `courier.method`, `cause` | Hystrix fallback success |
@@ -61,6 +62,7 @@ pub(crate) struct MethodMetrics {
     slow_rate: Gauge,
     bulkhead_available: Gauge,
     bulkhead_max: Gauge,
+    rate_limited: Counter,
     durations: ArcSwap<Vec<(Answer, Server, Histogram)>>,
 }
 
@@ -101,6 +103,8 @@ impl MethodMetrics {
             slow_rate: gauge("courier.circuitbreaker.slow_call_rate"),
             bulkhead_available: gauge("courier.bulkhead.available_concurrent_calls"),
             bulkhead_max: gauge("courier.bulkhead.max_allowed_concurrent_calls"),
+            rate_limited: metrics::counter!("courier.ratelimiter.refused",
+                "courier.client" => client, "courier.method" => method),
             durations: ArcSwap::from_pointee(Vec::new()),
         }
     }
@@ -131,6 +135,11 @@ impl MethodMetrics {
     /// An attempt the breaker did not permit.
     pub(crate) fn not_permitted(&self) {
         self.calls[3].increment(1);
+    }
+
+    /// An attempt the rate limiter refused.
+    pub(crate) fn rate_limited(&self) {
+        self.rate_limited.increment(1);
     }
 
     /// A call's end, as the retry metrics count it.

@@ -145,6 +145,13 @@ impl Probe {
         self.metrics.not_permitted();
     }
 
+    /// An attempt the rate limiter refused.
+    #[cold]
+    pub(crate) fn rate_limited(&self) {
+        #[cfg(feature = "metrics")]
+        self.metrics.rate_limited();
+    }
+
     /// The breaker's rates after an outcome.
     #[inline]
     #[cfg(feature = "metrics")]
@@ -204,6 +211,7 @@ pub(crate) fn kind_label(kind: ErrorKind) -> &'static str {
         ErrorKind::Decode => "decode",
         ErrorKind::CircuitOpen => "circuit_open",
         ErrorKind::BulkheadFull => "bulkhead_full",
+        ErrorKind::RateLimited => "rate_limited",
         ErrorKind::Config => "config",
         ErrorKind::NoInstances => "no_instances",
         ErrorKind::Auth => "auth",

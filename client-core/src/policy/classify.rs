@@ -52,8 +52,8 @@ pub(crate) enum Class {
     /// The caller's request could not be sent (invalid, refused by an
     /// interceptor).
     NotSendable,
-    /// A local protection refused the call (open circuit, full bulkhead, no
-    /// instance): the dependency is protected.
+    /// A local protection refused the call (open circuit, rate limit, full
+    /// bulkhead, no instance): the dependency is protected.
     RefusedLocally,
 }
 
@@ -69,9 +69,10 @@ pub(crate) fn class(e: &Error) -> Class {
             _ => Class::CallersFault,
         },
         ErrorKind::Decode => Class::Answered,
-        ErrorKind::CircuitOpen | ErrorKind::BulkheadFull | ErrorKind::NoInstances => {
-            Class::RefusedLocally
-        }
+        ErrorKind::CircuitOpen
+        | ErrorKind::BulkheadFull
+        | ErrorKind::RateLimited
+        | ErrorKind::NoInstances => Class::RefusedLocally,
         // The token endpoint failed, not the called service: its breaker
         // must not open for it, and the token cache already coalesced the
         // token requests of every waiting call, so no retry here.
@@ -173,6 +174,10 @@ mod tests {
             &on
         ));
         assert!(!is_retryable(&Error::new(ErrorKind::Decode, ""), true, &on));
+        let limited = || Error::new(ErrorKind::RateLimited, "");
+        assert!(!is_retryable(&limited(), true, &on));
+        assert_eq!(outcome::<()>(&Err(limited())), Outcome::Ignored);
+        assert!(is_fallback_eligible(&limited()));
     }
 
     /// The defect: a 503 whose body was over the limit came out as a body

@@ -1,5 +1,6 @@
 //! The guard in front of every attempt: the method's circuit breaker, then
-//! its bulkhead; after the attempt, its outcome goes to the breaker.
+//! its rate limiter, then its bulkhead; after the attempt, its outcome goes
+//! to the breaker.
 //!
 //! The design draws the breaker and the bulkhead as two stages; they share
 //! this file because an attempt needs both before it may start, a hedge must
@@ -8,8 +9,13 @@
 //! the attempt through: time spent queueing for a slot is local, not the
 //! dependency's slowness, and must not count as a slow call.
 //!
-//! Order matters: an open breaker refuses before a bulkhead slot is taken or
-//! waited for, so a call to a dependency known to be down costs nothing.
+//! Order matters (Resilience4j's: breaker, rate limiter, bulkhead): an open
+//! breaker refuses before a permit or a bulkhead slot is taken or waited
+//! for, so a call to a dependency known to be down costs nothing; the rate
+//! limiter's wait comes before the bulkhead's, so an attempt waiting for a
+//! permit does not hold a slot. (A permit is spent even when the bulkhead
+//! then refuses: GCRA cannot give one back.) A refused attempt drops its
+//! breaker permit unused, which gives a half-open trial slot back.
 
 use std::future::Future;
 use std::sync::atomic::Ordering;
@@ -40,14 +46,27 @@ pub(crate) struct Admitted<'a> {
 }
 
 impl<'a> PolicyCall<'a> {
-    /// Asks the breaker, then the bulkhead (waiting up to `max_wait`, never
-    /// past the deadline).
+    /// Asks the breaker, then the rate limiter, then the bulkhead (each
+    /// wait up to its `max_wait`, never past the deadline).
     ///
     /// # Errors
-    /// `CircuitOpen` or `BulkheadFull`.
+    /// `CircuitOpen`, `RateLimited` or `BulkheadFull`.
     #[inline]
     pub(crate) async fn admit(&self, now: u64) -> Result<Admitted<'a>, Error> {
         let permit = self.permit(now)?;
+        let mut now = now;
+        if let Some(limiter) = self.limiter
+            && !limiter.try_take()
+        {
+            // The rare path, boxed like the bulkhead's wait below.
+            let max_wait = self.policy.rate_limit.map(|r| r.max_wait);
+            let wait = limiter.take(max_wait.unwrap_or_default(), self.deadline.at());
+            if let Err(e) = Box::pin(wait).await {
+                self.probe.rate_limited();
+                return Err(e);
+            }
+            now = clock::now();
+        }
         let (slot, since) = match self.bulkhead {
             None => (None, now),
             Some(bulkhead) => match bulkhead.try_enter() {
@@ -68,13 +87,19 @@ impl<'a> PolicyCall<'a> {
         })
     }
 
-    /// Like [`admit`](Self::admit) but never waits for a slot: for hedges,
-    /// which are optional.
+    /// Like [`admit`](Self::admit) but never waits for a permit or a slot:
+    /// for hedges, which are optional.
     ///
     /// # Errors
-    /// `CircuitOpen` or `BulkheadFull`.
+    /// `CircuitOpen`, `RateLimited` or `BulkheadFull`.
     pub(crate) fn try_admit(&self, now: u64) -> Result<Admitted<'a>, Error> {
         let permit = self.permit(now)?;
+        if let Some(limiter) = self.limiter
+            && !limiter.try_take()
+        {
+            self.probe.rate_limited();
+            return Err(limiter.refused(std::time::Duration::ZERO));
+        }
         let slot = match self.bulkhead {
             None => None,
             Some(bulkhead) => Some(bulkhead.try_enter().ok_or_else(|| bulkhead.full())?),

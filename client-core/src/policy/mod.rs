@@ -26,7 +26,7 @@
 //! The policies themselves, one module each, outer to inner as a call meets
 //! them: [`fallback`], the deadline (`deadline.rs`), [`retry`] (the loop)
 //! with its [`budget`], [`hedge`] (the race), the guard of each attempt
-//! (`guard.rs`: [`circuit`], then [`bulkhead`]); [`classify`] is the one
+//! (`guard.rs`: [`circuit`], then [`rate_limit`], then [`bulkhead`]); [`classify`] is the one
 //! place that decides what a failure is, for breaker, retry and fallback
 //! alike. Each stage owns its flow and its state and is tested alone under
 //! tokio's paused clock.
@@ -39,6 +39,7 @@ pub(crate) mod deadline;
 pub mod fallback;
 pub(crate) mod guard;
 pub mod hedge;
+pub mod rate_limit;
 pub mod retry;
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -51,6 +52,8 @@ use budget::RetryBudget;
 use bulkhead::Bulkhead;
 use circuit::CircuitBreaker;
 use deadline::{Deadline, Watch};
+pub use rate_limit::RateLimitPolicy;
+use rate_limit::RateLimiter;
 
 /// What the policy stages of one call share: the method's resolved policy,
 /// its breaker, bulkhead and probe, the client's retry budget and events,
@@ -61,6 +64,8 @@ pub(crate) struct PolicyCall<'a> {
     pub(crate) events: &'a EventSink,
     pub(crate) breaker: Option<&'a CircuitBreaker>,
     pub(crate) bulkhead: Option<&'a Bulkhead>,
+    /// The method's rate limiter (its own or the client's), if any.
+    pub(crate) limiter: Option<&'a RateLimiter>,
     pub(crate) budget: Option<&'a RetryBudget>,
     pub(crate) deadline: Deadline,
     /// The client's watch, which cuts attempts at their limit.
@@ -79,6 +84,7 @@ impl<'a> PolicyCall<'a> {
         events: &'a EventSink,
         breaker: Option<&'a CircuitBreaker>,
         bulkhead: Option<&'a Bulkhead>,
+        limiter: Option<&'a RateLimiter>,
         budget: Option<&'a RetryBudget>,
         watch: &'a std::sync::Arc<Watch>,
         start: u64,
@@ -89,6 +95,7 @@ impl<'a> PolicyCall<'a> {
             events,
             breaker,
             bulkhead,
+            limiter,
             budget,
             deadline: Deadline::new(start, policy.timeout),
             watch,
@@ -180,6 +187,10 @@ pub struct MethodPolicy {
     pub retry: Option<RetryPolicy>,
     /// `None` when the breaker is disabled.
     pub circuit: Option<CircuitPolicy>,
+    /// `None` when the method has no rate limit. `per_second` is 0 only
+    /// when a level turned the limit on without any level naming a rate,
+    /// which `build()` refuses.
+    pub rate_limit: Option<RateLimitPolicy>,
     /// `None` when there is no bulkhead.
     pub bulkhead: Option<BulkheadPolicy>,
     /// `None` when hedging is off (always for non-idempotent methods).
@@ -262,6 +273,7 @@ impl MethodPolicy {
                 half_open_calls: l.count(Key::CircuitHalfOpenCalls),
             }
         });
+        let rate_limit = rate_limit_of(&l);
         let bulkhead = l.switch(Key::BulkheadEnabled).then(|| BulkheadPolicy {
             max_concurrent: l.count(Key::BulkheadMaxConcurrent),
             max_wait: l.duration(Key::BulkheadMaxWait).unwrap_or_default(),
@@ -287,11 +299,34 @@ impl MethodPolicy {
             idempotent,
             retry,
             circuit,
+            rate_limit,
             bulkhead,
             hedge,
             log,
         }
     }
+}
+
+/// The rate limit `levels` resolve to (most specific first): what a method
+/// uses, and, over the client's levels alone, the limiter its methods
+/// share.
+pub(crate) fn rate_limit(levels: &[&Overrides]) -> Option<RateLimitPolicy> {
+    rate_limit_of(&Levels(levels))
+}
+
+fn rate_limit_of(l: &Levels<'_>) -> Option<RateLimitPolicy> {
+    l.switch(Key::RateLimitEnabled).then(|| {
+        let count = |key| match l.value(key) {
+            Some(Value::Count(n)) => Some(n),
+            _ => None,
+        };
+        let per_second = count(Key::RateLimitPerSecond).unwrap_or(0);
+        RateLimitPolicy {
+            per_second,
+            burst: count(Key::RateLimitBurst).unwrap_or(per_second),
+            max_wait: l.duration(Key::RateLimitMaxWait).unwrap_or_default(),
+        }
+    })
 }
 
 #[cfg(test)]
@@ -386,6 +421,30 @@ mod tests {
             .with(Key::CircuitWindow, Value::Count(4));
         let p = resolve(&GET, &[&method_level]);
         assert_eq!(p.circuit.map(|c| (c.window, c.min_calls)), Some((4, 4)));
+    }
+
+    #[test]
+    fn a_rate_limit_resolves_key_by_key_and_burst_defaults_to_the_rate() {
+        assert_eq!(resolve(&GET, &[]).rate_limit, None, "off by default");
+        let trait_level = Overrides::NONE
+            .with(Key::RateLimitEnabled, Value::Switch(true))
+            .with(Key::RateLimitPerSecond, Value::Count(100));
+        let method_level = Overrides::NONE
+            .with(Key::RateLimitEnabled, Value::Switch(true))
+            .with(Key::RateLimitMaxWait, ms(250));
+        let p = resolve(&GET, &[&method_level, &trait_level]);
+        assert_eq!(
+            p.rate_limit,
+            Some(RateLimitPolicy {
+                per_second: 100,
+                burst: 100,
+                max_wait: Duration::from_millis(250)
+            })
+        );
+        let off = Overrides::NONE.with(Key::RateLimitEnabled, Value::Switch(false));
+        assert_eq!(resolve(&GET, &[&off, &trait_level]).rate_limit, None);
+        let unnamed = resolve(&GET, &[&method_level]).rate_limit;
+        assert_eq!(unnamed.map(|r| r.per_second), Some(0), "build() refuses it");
     }
 
     #[test]
