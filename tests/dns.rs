@@ -5,7 +5,9 @@
 use std::time::{Duration, Instant};
 
 use courier::discovery::dns::DnsDiscovery;
-use courier::{Error, Inspect, client};
+use std::sync::{Arc, Mutex};
+
+use courier::{Error, Event, Inspect, client};
 use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -45,12 +47,37 @@ async fn localhost_with_a_port_resolves_to_the_running_instance() {
 
 #[tokio::test]
 async fn a_name_that_does_not_resolve_fails_fast_with_no_instances() {
+    let failures = Arc::new(Mutex::new(Vec::new()));
+    let record = Arc::clone(&failures);
+    let discovery = DnsDiscovery::host("no-such-host.invalid", 80)
+        .expect("resolver")
+        .on_event(move |event| {
+            if let Event::DiscoveryFailed {
+                service,
+                source,
+                error,
+                ..
+            } = *event
+                && let Ok(mut f) = record.lock()
+            {
+                f.push(format!("{service} {source} {error}"));
+            }
+        });
     let client = InventoryClient::builder()
-        .discovery(DnsDiscovery::host("no-such-host.invalid", 80).expect("resolver"))
+        .discovery(discovery)
         .build()
         .expect("valid");
     let start = Instant::now();
     let err = client.stock("sku-1").await.expect_err("nothing resolves");
     assert!(err.is_no_instances(), "{err}");
     assert!(start.elapsed() < Duration::from_secs(10));
+    // The failed lookup was reported, not swallowed.
+    let failures = failures.lock().map(|f| f.clone()).unwrap_or_default();
+    assert!(
+        failures
+            .iter()
+            .any(|f| f.starts_with("inventory no-such-host.invalid ")
+                && f.contains("DNS lookup failed")),
+        "{failures:?}"
+    );
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use courier::discovery::Subscription;
 use courier::discovery::etcd::EtcdDiscovery;
-use courier::{Balance, Discovery, Error, Inspect, Instance, client};
+use courier::{Balance, Discovery, Error, Event, Inspect, Instance, client};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -265,6 +265,43 @@ async fn relay(client: tokio::net::TcpStream, upstream_port: u16, state: Arc<Mut
     lock().open.remove(&id);
 }
 
+/// Discovery failures as reported: (service, source, error).
+#[derive(Clone, Default)]
+struct Failures(Arc<Mutex<Vec<(String, String, String)>>>);
+
+impl Failures {
+    fn record(&self) -> impl for<'e> Fn(&Event<'e>) + Send + Sync + 'static {
+        let failures = self.clone();
+        move |event| {
+            if let Event::DiscoveryFailed {
+                service,
+                source,
+                error,
+                ..
+            } = *event
+            {
+                failures
+                    .0
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push((service.to_owned(), source.to_owned(), error.to_owned()));
+            }
+        }
+    }
+
+    fn any(&self, service: &str, source: &str, error_contains: &str) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .any(|(s, src, e)| s == service && src == source && e.contains(error_contains))
+    }
+
+    fn count(&self) -> usize {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+}
+
 /// Waits (up to `within`) until `condition` holds.
 async fn until(within: Duration, what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;
@@ -334,7 +371,10 @@ async fn registered_instances_are_called_and_follow_leases_and_outages() {
         instance("b").await,
         instance("c").await,
     );
-    let registry = EtcdDiscovery::new([etcd.url()]).expect("valid endpoint");
+    let registry_failures = Failures::default();
+    let registry = EtcdDiscovery::new([etcd.url()])
+        .expect("valid endpoint")
+        .on_event(registry_failures.record());
     let ttl = Duration::from_secs(5);
     let reg_a = registry
         .register("orders", Instance::new("a", a.uri()), ttl)
@@ -345,8 +385,13 @@ async fn registered_instances_are_called_and_follow_leases_and_outages() {
         .await
         .expect("registered");
 
+    let failures = Failures::default();
     let client = OrdersClient::builder()
-        .discovery(EtcdDiscovery::new([etcd.url()]).expect("valid endpoint"))
+        .discovery(
+            EtcdDiscovery::new([etcd.url()])
+                .expect("valid endpoint")
+                .on_event(failures.record()),
+        )
         .balance(Balance::RoundRobin)
         .build()
         .expect("valid");
@@ -365,12 +410,27 @@ async fn registered_instances_are_called_and_follow_leases_and_outages() {
         assert_eq!(client.order(id).await.ok().as_deref(), Some("b"));
     }
     assert_eq!(count(&a).await, 5);
+    assert_eq!(failures.count(), 0, "nothing failed while etcd was up");
 
-    // etcd goes away: the client keeps working on the last set.
+    // etcd goes away: the client keeps working on the last set, and the
+    // discovery says that it lost its source (the re-read after the watch
+    // broke), as does the registration's keep-alive.
     etcd.stop();
     for id in 0..10 {
         assert_eq!(client.order(id).await.ok().as_deref(), Some("b"));
     }
+    let read_failed = "read of /services/orders/ failed";
+    until(Duration::from_secs(10), "the lost etcd reported", || {
+        failures.any("orders", &etcd.url(), read_failed)
+    })
+    .await;
+    until(
+        Duration::from_secs(10),
+        "the failed keep-alive reported",
+        || registry_failures.any("orders", &etcd.url(), "keep-alive failed"),
+    )
+    .await;
+    assert_eq!(client.order(99).await.ok().as_deref(), Some("b"));
 
     // etcd comes back: the watch resumes and sees a new instance.
     etcd.launch().await;
@@ -415,8 +475,13 @@ async fn an_unreachable_etcd_fails_calls_fast_instead_of_hanging_them() {
     // Nothing listens on this port: the first read fails, and calls get a
     // clear error at once rather than wait out their deadline.
     let etcd = format!("http://127.0.0.1:{}", free_port());
+    let failures = Failures::default();
     let client = OrdersClient::builder()
-        .discovery(EtcdDiscovery::new([etcd]).expect("valid endpoint"))
+        .discovery(
+            EtcdDiscovery::new([etcd.as_str()])
+                .expect("valid endpoint")
+                .on_event(failures.record()),
+        )
         .build()
         .expect("valid");
     let start = Instant::now();
@@ -426,6 +491,12 @@ async fn an_unreachable_etcd_fails_calls_fast_instead_of_hanging_them() {
         start.elapsed() < Duration::from_secs(3),
         "{:?}",
         start.elapsed()
+    );
+    // Not silently: the failed read was reported before the calls gave up.
+    assert!(
+        failures.any("orders", &etcd, "read of /services/orders/ failed"),
+        "{:?}",
+        failures.0.lock().map(|f| f.clone())
     );
 }
 

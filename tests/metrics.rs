@@ -323,3 +323,34 @@ async fn rate_limiter_refusals_are_counted() {
     assert_eq!(counter(&s, "courier.ratelimiter.refused", &labels), 3);
     assert_eq!(samples(&s, "http.client.request.duration", &labels), 2);
 }
+
+/// A discovery that cannot reach its source counts it, labelled by the
+/// service looked up (the call itself fails fast with no instances).
+#[cfg(feature = "etcd")]
+#[tokio::test(flavor = "current_thread")]
+async fn discovery_failures_are_counted() {
+    use courier::discovery::etcd::EtcdDiscovery;
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let ledger = LedgerClient::builder()
+        .discovery(EtcdDiscovery::new([format!("http://127.0.0.1:{port}")]).expect("valid"))
+        .build()
+        .expect("valid");
+    let e = ledger.entry(1).await.expect_err("no etcd, no instances");
+    assert!(e.is_no_instances(), "{e}");
+    let s = series(&snapshotter);
+    assert!(
+        counter(
+            &s,
+            "courier.discovery.errors",
+            &[("courier.client", "ledger")]
+        ) >= 1
+    );
+}

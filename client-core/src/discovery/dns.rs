@@ -6,7 +6,8 @@
 //! ([`DnsDiscovery::srv`]). Each instance's id is `ip:port`. The name is
 //! re-resolved when the answer's TTL runs out (bounded to 1 s – 60 s by
 //! default, [`DnsDiscovery::with_ttl_bounds`]); a failed lookup keeps the
-//! last set. hickory reads the system configuration (`/etc/resolv.conf`,
+//! last set and reports an [`Event::DiscoveryFailed`]
+//! ([`DnsDiscovery::on_event`]). hickory reads the system configuration (`/etc/resolv.conf`,
 //! `/etc/hosts`) and reports each answer's validity, which the standard
 //! library's resolver does not.
 //!
@@ -30,10 +31,11 @@ use hickory_resolver::proto::rr::RData;
 use tokio::sync::watch;
 
 use super::{
-    Discovery, Followers, Instance, Instances, Subscription, answer_none_if_first,
+    Chain, Discovery, Followers, Instance, Instances, Subscription, answer_none_if_first, report,
     until_unsubscribed,
 };
 use crate::Error;
+use crate::observe::{Event, EventSink};
 
 /// Instances from DNS; see the [module docs](self). Cheap to clone.
 #[derive(Clone)]
@@ -47,12 +49,22 @@ enum Query {
     Srv { name: String },
 }
 
+impl Query {
+    /// The name looked up.
+    fn name(&self) -> &str {
+        match self {
+            Query::Host { name, .. } | Query::Srv { name } => name,
+        }
+    }
+}
+
 struct Inner {
     resolver: TokioResolver,
     query: Query,
     scheme: &'static str,
     ttl_bounds: (Duration, Duration),
     ipv4_only: bool,
+    events: EventSink,
     followers: Followers,
 }
 
@@ -72,6 +84,7 @@ impl DnsDiscovery {
                 scheme: "http",
                 ttl_bounds: (Duration::from_secs(1), Duration::from_secs(60)),
                 ipv4_only: false,
+                events: EventSink::none(),
                 followers: Followers::default(),
             }),
         }
@@ -107,6 +120,7 @@ impl DnsDiscovery {
             scheme: old.scheme,
             ttl_bounds: old.ttl_bounds,
             ipv4_only: old.ipv4_only,
+            events: old.events.clone(),
             followers: Followers::default(),
         };
         change(&mut inner);
@@ -130,6 +144,17 @@ impl DnsDiscovery {
     pub fn with_ttl_bounds(self, min: Duration, max: Duration) -> Self {
         self.with(|i| i.ttl_bounds = (min.min(max), max))
     }
+
+    /// A callback for [`Event::DiscoveryFailed`]: a lookup that failed
+    /// (the last answer stays in use). The event also reaches `tracing` and
+    /// the metrics without one. (Before any subscription; clones made
+    /// earlier keep the old callback.)
+    ///
+    /// Default is none.
+    pub fn on_event(self, callback: impl for<'e> Fn(&Event<'e>) + Send + Sync + 'static) -> Self {
+        let events = EventSink::new(callback);
+        self.with(|i| i.events = events)
+    }
 }
 
 impl Discovery for DnsDiscovery {
@@ -137,7 +162,7 @@ impl Discovery for DnsDiscovery {
         let inner = Arc::clone(&self.inner);
         self.inner
             .followers
-            .subscribe(service, |sender| follow(inner, sender))
+            .subscribe(service, |sender| follow(inner, service.to_owned(), sender))
     }
 }
 
@@ -281,7 +306,7 @@ async fn resolve(inner: &Inner) -> Result<(Vec<Instance>, Duration), Error> {
 /// NOTE: the lookup and the wait are both raced against the subscribers
 /// going away ([`until_unsubscribed`]): a lookup can take hickory's
 /// timeouts several times over against a silent name server.
-async fn follow(inner: Arc<Inner>, sender: watch::Sender<Option<Instances>>) {
+async fn follow(inner: Arc<Inner>, service: String, sender: watch::Sender<Option<Instances>>) {
     loop {
         let Some(answer) = until_unsubscribed(&sender, resolve(&inner)).await else {
             return;
@@ -291,7 +316,8 @@ async fn follow(inner: Arc<Inner>, sender: watch::Sender<Option<Instances>>) {
                 sender.send_replace(Some(instances.into()));
                 next_lookup(valid_for, inner.ttl_bounds)
             }
-            Err(_) => {
+            Err(e) => {
+                report(&inner.events, &service, inner.query.name(), &Chain(&e));
                 answer_none_if_first(&sender);
                 inner.ttl_bounds.0
             }

@@ -7,7 +7,12 @@
 //! entry disappears by itself. [`EtcdDiscovery`] reads the prefix, then
 //! watches it from the next revision; when the connection drops it
 //! reconnects (trying the next endpoint, with back-off from 100 ms to 5 s)
-//! and reads again, and meanwhile keeps serving the last known set.
+//! and reads again, and meanwhile keeps serving the last known set. A read
+//! or a watch request that fails, and a keep-alive that cannot renew a
+//! registration's lease, is reported as an
+//! [`Event::DiscoveryFailed`](crate::Event::DiscoveryFailed)
+//! ([`EtcdDiscovery::on_event`]); a watch that ends routinely (idle, a
+//! compaction, the server closing it) is not.
 //! [`EtcdDiscovery::register`] puts an instance with a lease, keeps the lease
 //! alive, and revokes it (removing the key) on
 //! [`Registration::deregister`] or drop.
@@ -65,9 +70,10 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use super::{
-    Discovery, Followers, Instance, Instances, Subscription, answer_none_if_first,
+    Chain, Discovery, Followers, Instance, Instances, Subscription, answer_none_if_first, report,
     until_unsubscribed,
 };
+use crate::observe::{Event, EventSink};
 use crate::url::normalize_base_url;
 use crate::{BoxError, Error, ErrorKind};
 
@@ -101,6 +107,7 @@ struct Inner {
     http: reqwest::Client,
     prefix: String,
     watch_idle_timeout: Duration,
+    events: EventSink,
     followers: Followers,
 }
 
@@ -129,6 +136,7 @@ impl EtcdDiscovery {
                 http,
                 prefix: DEFAULT_PREFIX.to_owned(),
                 watch_idle_timeout: DEFAULT_WATCH_IDLE_TIMEOUT,
+                events: EventSink::none(),
                 followers: Followers::default(),
             }),
         })
@@ -142,6 +150,7 @@ impl EtcdDiscovery {
             http: old.http.clone(),
             prefix: old.prefix.clone(),
             watch_idle_timeout: old.watch_idle_timeout,
+            events: old.events.clone(),
             followers: Followers::default(),
         };
         change(&mut inner);
@@ -185,6 +194,18 @@ impl EtcdDiscovery {
         self.with(|i| i.watch_idle_timeout = idle.max(MIN_WATCH_IDLE_TIMEOUT))
     }
 
+    /// A callback for [`Event::DiscoveryFailed`]: a read or watch of a
+    /// service's instances that failed (the last set stays in use), or a
+    /// registration's keep-alive that failed. The event also reaches
+    /// `tracing` and the metrics without one. (Before any subscription or
+    /// registration; clones made earlier keep the old callback.)
+    ///
+    /// Default is none.
+    pub fn on_event(self, callback: impl for<'e> Fn(&Event<'e>) + Send + Sync + 'static) -> Self {
+        let events = EventSink::new(callback);
+        self.with(|i| i.events = events)
+    }
+
     /// Registers `instance` of `service`: puts it under
     /// `<prefix><service>/<id>` with a lease of `ttl` (at least 2 s), and
     /// keeps the lease alive until the [`Registration`] is deregistered or
@@ -218,6 +239,7 @@ impl EtcdDiscovery {
         let lease = Arc::new(AtomicI64::new(lease));
         let keepalive = tokio::spawn(keep_registered(
             Arc::clone(inner),
+            service.to_owned(),
             key.clone(),
             value,
             ttl_secs,
@@ -236,9 +258,10 @@ impl Discovery for EtcdDiscovery {
     fn subscribe(&self, service: &str) -> Subscription {
         let inner = Arc::clone(&self.inner);
         let prefix = format!("{}{service}/", inner.prefix);
+        let name = service.to_owned();
         self.inner
             .followers
-            .subscribe(service, |sender| follow(inner, prefix, sender))
+            .subscribe(service, |sender| follow(inner, name, prefix, sender))
     }
 }
 
@@ -334,6 +357,7 @@ async fn stop(task: tokio::task::JoinHandle<()>) {
 /// says the lease is gone, grants a new one and puts `value` again.
 async fn keep_registered(
     inner: Arc<Inner>,
+    service: String,
     key: String,
     value: Vec<u8>,
     ttl_secs: u64,
@@ -343,6 +367,15 @@ async fn keep_registered(
     // True while the current lease holds no key: a new lease was granted
     // and the put that follows it has not succeeded yet.
     let mut key_missing = false;
+    let endpoints = inner.endpoints.join(", ");
+    let failed = |what: &str, e: BoxError| {
+        report(
+            &inner.events,
+            &service,
+            &endpoints,
+            &format_args!("registration {key}: {what} failed: {}", Chain(&*e)),
+        );
+    };
     loop {
         tokio::time::sleep(period).await;
         match keep_alive(&inner, lease.load(Ordering::Acquire)).await {
@@ -350,15 +383,25 @@ async fn keep_registered(
             Ok(LeaseState::Alive) => {} // the last put failed: put again
             Ok(LeaseState::Expired) => match grant(&inner, ttl_secs).await {
                 Ok(new) => lease.store(new, Ordering::Release),
-                Err(_) => continue, // etcd trouble: try again next period
+                Err(e) => {
+                    failed("lease grant", e);
+                    continue; // etcd trouble: try again next period
+                }
             },
             // A failed keep-alive is retried next period; the lease
             // outlives a couple of failures by construction (ttl / 3).
-            Err(_) => continue,
+            Err(e) => {
+                failed("keep-alive", e);
+                continue;
+            }
         }
-        key_missing = put(&inner, &key, &value, lease.load(Ordering::Acquire))
-            .await
-            .is_err();
+        key_missing = match put(&inner, &key, &value, lease.load(Ordering::Acquire)).await {
+            Ok(()) => false,
+            Err(e) => {
+                failed("put", e);
+                true
+            }
+        };
     }
 }
 
@@ -613,13 +656,18 @@ impl Lines {
 /// NOTE: every wait here is raced against the subscribers going away
 /// ([`until_unsubscribed`]), so dropping the last one ends the task at once
 /// and closes its watch connection.
-async fn follow(inner: Arc<Inner>, prefix: String, sender: watch::Sender<Option<Instances>>) {
+async fn follow(
+    inner: Arc<Inner>,
+    service: String,
+    prefix: String,
+    sender: watch::Sender<Option<Instances>>,
+) {
     const FIRST: Duration = Duration::from_millis(100);
     let mut backoff = FIRST;
     let mut turn = 0usize;
     loop {
         let endpoint = &inner.endpoints[turn % inner.endpoints.len()];
-        let watch = sync_and_watch(&inner, endpoint, &prefix, &sender);
+        let watch = sync_and_watch(&inner, &service, endpoint, &prefix, &sender);
         let Some(synced) = until_unsubscribed(&sender, watch).await else {
             return;
         };
@@ -641,9 +689,11 @@ async fn follow(inner: Arc<Inner>, prefix: String, sender: watch::Sender<Option<
 
 /// Reads the prefix, publishes it, then applies watch events until the
 /// stream ends, breaks or stays silent for the idle timeout. `true` if the
-/// read succeeded. Errors end the stream; the last set stays published.
+/// read succeeded. Errors end the stream; the last set stays published. A
+/// failed read or watch request is reported; a watch that ends is not.
 async fn sync_and_watch(
     inner: &Inner,
+    service: &str,
     endpoint: &str,
     prefix: &str,
     sender: &watch::Sender<Option<Instances>>,
@@ -652,8 +702,17 @@ async fn sync_and_watch(
     let idle = inner.watch_idle_timeout;
     let end = range_end(prefix);
     let range = json!({ "key": B64.encode(prefix), "range_end": B64.encode(&end) });
-    let Ok(read) = post::<RangeResponse>(http, endpoint, "/v3/kv/range", &range).await else {
-        return false;
+    let read = match post::<RangeResponse>(http, endpoint, "/v3/kv/range", &range).await {
+        Ok(read) => read,
+        Err(e) => {
+            report(
+                &inner.events,
+                service,
+                endpoint,
+                &format_args!("read of {prefix} failed: {}", Chain(&*e)),
+            );
+            return false;
+        }
     };
     let mut known: BTreeMap<String, Instance> = read.kvs.iter().filter_map(instance).collect();
     // Publishes only a change: a reconnect that reads the same set again
@@ -679,12 +738,37 @@ async fn sync_and_watch(
         .post(format!("{endpoint}/v3/watch"))
         .header(http::header::CONTENT_TYPE, "application/json")
         .body(watch.to_string());
-    let Ok(Ok(mut stream)) = tokio::time::timeout(idle, request.send()).await else {
-        return true;
+    let mut stream = match tokio::time::timeout(idle, request.send()).await {
+        Ok(Ok(stream)) if stream.status().is_success() => stream,
+        Ok(Ok(refused)) => {
+            let status = refused.status();
+            report(
+                &inner.events,
+                service,
+                endpoint,
+                &format_args!("watch of {prefix}: etcd answered {status}"),
+            );
+            return true;
+        }
+        Ok(Err(e)) => {
+            report(
+                &inner.events,
+                service,
+                endpoint,
+                &format_args!("watch of {prefix} failed: {}", Chain(&e)),
+            );
+            return true;
+        }
+        Err(_) => {
+            report(
+                &inner.events,
+                service,
+                endpoint,
+                &format_args!("watch of {prefix}: no answer within {idle:?}"),
+            );
+            return true;
+        }
     };
-    if !stream.status().is_success() {
-        return true;
-    }
     let mut lines = Lines::new(MAX_WATCH_LINE);
     loop {
         // Silence for `idle` (a frozen etcd, a half-open connection), the

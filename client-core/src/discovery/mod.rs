@@ -10,7 +10,10 @@
 //! changes at run time), `DnsDiscovery` (feature `dns`: A/AAAA plus a port,
 //! or SRV, re-resolved when the TTL runs out) and `EtcdDiscovery` (feature
 //! `etcd`: instances as JSON values under `/services/<name>/<id>`, watched).
-//! Each keeps serving its last known set when its source fails.
+//! Each keeps serving its last known set when its source fails, and says
+//! so with an [`Event::DiscoveryFailed`](crate::Event::DiscoveryFailed)
+//! (a `tracing` warning, the `courier.discovery.errors` counter, and the
+//! discovery's own `.on_event(…)` callback).
 
 #[cfg(feature = "dns")]
 pub mod dns;
@@ -24,6 +27,8 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
+
+use crate::observe::{Event, EventSink};
 
 pub use static_list::StaticDiscovery;
 
@@ -161,6 +166,53 @@ pub(crate) async fn until_unsubscribed<T>(
         () = sender.closed() => None,
         done = work => Some(done),
     }
+}
+
+/// The longest error text an [`Event::DiscoveryFailed`] carries: an etcd
+/// error page or a resolver's message is cut here (at a char boundary).
+#[cfg_attr(not(any(feature = "dns", feature = "etcd")), allow(dead_code))]
+const MAX_ERROR_TEXT: usize = 300;
+
+/// An error and its causes, `: `-separated (a resolver's or reqwest's
+/// message alone rarely says why).
+#[cfg_attr(not(any(feature = "dns", feature = "etcd")), allow(dead_code))]
+pub(crate) struct Chain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(e) = cause {
+            write!(f, ": {e}")?;
+            cause = e.source();
+        }
+        Ok(())
+    }
+}
+
+/// Reports a failure of `source` while following `service`.
+#[cfg_attr(not(any(feature = "dns", feature = "etcd")), allow(dead_code))]
+#[cold]
+pub(crate) fn report(
+    events: &EventSink,
+    service: &str,
+    source: &str,
+    error: &dyn std::fmt::Display,
+) {
+    let mut text = error.to_string();
+    if text.len() > MAX_ERROR_TEXT {
+        let mut cut = MAX_ERROR_TEXT;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push('…');
+    }
+    events.emit(&Event::DiscoveryFailed {
+        service,
+        source,
+        error: &text,
+    });
 }
 
 /// After a failed first look at the source: publish "no instances" so calls

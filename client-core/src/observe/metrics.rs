@@ -16,6 +16,7 @@
 //! | `courier.fallback.calls` | counter | `courier.client`, `courier.method`, `cause` | Hystrix fallback success |
 //! | `courier.balancer.instances`, `courier.balancer.ejected` | gauge (at each change of the set and each ejection) | `courier.client` | (Envoy's outlier detection stats) |
 //! | `courier.balancer.ejections` | counter | `courier.client`, `courier.instance` | |
+//! | `courier.discovery.errors` | counter | `courier.client` (the service looked up) | (Spring Cloud's discovery client logs only) |
 //!
 //! Label values come only from compile-time names (client, method, path
 //! template), status codes, error kinds, states and instance ids: never a
@@ -258,6 +259,10 @@ pub(crate) fn event(event: &Event<'_>) {
                 "courier.client" => service.to_owned(), "courier.method" => method.to_owned(),
                 "cause" => super::probe::kind_label(cause))
             .increment(1);
+        }
+        Event::DiscoveryFailed { service, .. } => {
+            metrics::counter!("courier.discovery.errors", "courier.client" => service.to_owned())
+                .increment(1);
         }
         _ => {}
     }

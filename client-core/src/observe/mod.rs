@@ -147,6 +147,23 @@ pub enum Event<'a> {
         /// The JWKS URL.
         url: &'a str,
     },
+    /// A discovery could not reach or read its source (DNS, etcd), or an
+    /// etcd registration could not renew its lease. A discovery keeps
+    /// serving the last set it had (before its first answer: no instances,
+    /// so calls fail fast) and tries again; this says that it happened and
+    /// why. Delivered to the discovery's own `.on_event(…)` (a discovery
+    /// serves many clients) and, like every event, to `tracing` (a
+    /// warning) and the metrics.
+    #[non_exhaustive]
+    DiscoveryFailed {
+        /// The logical service whose instances were asked for (or that
+        /// was registered).
+        service: &'a str,
+        /// Where: the DNS name, or the etcd endpoint(s).
+        source: &'a str,
+        /// What went wrong, in words (at most a few hundred bytes).
+        error: &'a str,
+    },
 }
 
 impl fmt::Display for Event<'_> {
@@ -208,6 +225,11 @@ impl fmt::Display for Event<'_> {
                 f.write_str("revocation store unavailable: request refused (fail closed)")
             }
             Event::KeysUnavailable { url } => write!(f, "JWKS {url} could not be fetched"),
+            Event::DiscoveryFailed {
+                service,
+                source,
+                error,
+            } => write!(f, "discovery of {service} from {source} failed: {error}"),
         }
     }
 }

@@ -195,6 +195,18 @@ pub(crate) fn event(event: &Event<'_>) {
             url,
             "JWKS could not be fetched"
         ),
+        Event::DiscoveryFailed {
+            service,
+            source,
+            error,
+        } => tracing::event!(
+            target: "courier",
+            Level::WARN,
+            courier.client = service,
+            source,
+            error,
+            "discovery failed; keeping the last known instances"
+        ),
     }
 }
 
