@@ -329,6 +329,29 @@ async fn config_sets_the_rate_per_client_and_per_method() {
     assert_eq!(limited(&results), 2);
 }
 
+/// An operator who switches the client's limiter off in the config switches
+/// it off for the methods that wait on it (a method's `max_wait` does not
+/// make it a limiter of its own); a method with its own rate keeps it.
+#[tokio::test]
+async fn switching_the_clients_limiter_off_reaches_the_methods_that_share_it() {
+    let server = healthy("ok").await;
+    let config = Config::from_toml_str("[clients.partner]\nrate_limit.disabled = true\n")
+        .expect("valid config");
+    let c = support::builder::<PartnerClient>()
+        .base_url(server.uri())
+        .config(&config)
+        .build()
+        .expect("valid");
+    for method in ["a", "b", "patient"] {
+        let policy = c.method_policy(method).map(|p| p.rate_limit);
+        assert_eq!(policy, Some(None), "{method}");
+    }
+    let results = futures::future::join_all((0..10).map(|_| c.patient())).await;
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 10);
+    let own = c.method_policy("own").and_then(|p| p.rate_limit);
+    assert_eq!(own.map(|r| r.per_second), Some(1000));
+}
+
 #[tokio::test]
 async fn a_rate_limit_without_a_rate_is_refused_when_built() {
     #[client(name = "rateless")]

@@ -35,7 +35,7 @@ use crate::policy::fallback::Fallback;
 use crate::policy::rate_limit::RateLimiter;
 use crate::policy::{MethodPolicy, defaults};
 use crate::request::header_value;
-use crate::spec::{Key, Overrides, method_of};
+use crate::spec::{Key, Overrides, Value, method_of};
 use crate::transport::{self, HttpRequest, HttpService, Redirects, Transport};
 use crate::url::normalize_base_url;
 use crate::{Error, ErrorKind};
@@ -487,14 +487,19 @@ impl<C: ClientSpec> ClientBuilder<C> {
             .map(|r| Arc::new(RateLimiter::new(r.per_second, r.burst)));
         let methods = def.methods.iter().map(|m| {
             let method_level = section.and_then(|s| s.methods.get(m.name)).unwrap_or(&none);
-            let policy =
+            let mut policy =
                 MethodPolicy::resolve(m, &[method_level, &m.policy, client_level, &def.policy]);
             let limiter = match policy.rate_limit {
                 None => None,
                 Some(r) if r.per_second == 0 => {
-                    let (kind, at) = match section {
-                        Some(_) => (ErrorKind::Config, format!("{source}: ")),
-                        None => (ErrorKind::Builder, String::new()),
+                    // The config's fault if it is what switched the limit on.
+                    let by_config = [method_level, client_level]
+                        .iter()
+                        .any(|l| l.get(Key::RateLimitEnabled) == Some(Value::Switch(true)));
+                    let (kind, at) = if by_config {
+                        (ErrorKind::Config, format!("{source}: "))
+                    } else {
+                        (ErrorKind::Builder, String::new())
                     };
                     return Err(Error::new(
                         kind,
@@ -508,14 +513,22 @@ impl<C: ClientSpec> ClientBuilder<C> {
                 }
                 Some(r) => {
                     // A method naming its own rate or burst gets its own
-                    // limiter; otherwise it shares the client's.
+                    // limiter; otherwise it waits on the client's, and has
+                    // none when the client's is switched off (a config's
+                    // `rate_limit.disabled` at the client level is not
+                    // undone by a method's `max_wait`).
                     let own = [method_level, &m.policy].iter().any(|level| {
                         level.get(Key::RateLimitPerSecond).is_some()
                             || level.get(Key::RateLimitBurst).is_some()
                     });
-                    match (&shared_limiter, own) {
-                        (Some(shared), false) => Some(Arc::clone(shared)),
-                        _ => Some(Arc::new(RateLimiter::new(r.per_second, r.burst))),
+                    if own {
+                        Some(Arc::new(RateLimiter::new(r.per_second, r.burst)))
+                    } else {
+                        let shared = shared_limiter.as_ref().map(Arc::clone);
+                        if shared.is_none() {
+                            policy.rate_limit = None; // what the snapshot shows
+                        }
+                        shared
                     }
                 }
             };

@@ -20,8 +20,15 @@ use tokio::time::Instant;
 
 static EPOCH: OnceLock<Instant> = OnceLock::new();
 
+/// An hour before the first reading. Not the first reading itself: each
+/// paused test runtime has a clock of its own, frozen at the real time it
+/// was made, and one made just before the epoch was taken would read
+/// "before the epoch" (0 ticks, saturated) until advanced past it.
 fn epoch() -> Instant {
-    *EPOCH.get_or_init(Instant::now)
+    *EPOCH.get_or_init(|| {
+        let now = Instant::now();
+        now.checked_sub(Duration::from_secs(3600)).unwrap_or(now)
+    })
 }
 
 /// `at` in ticks (0 for an instant before the epoch).

@@ -57,7 +57,8 @@ pub enum ErrorKind {
     /// The method's bulkhead was full: too many calls of it were in flight.
     BulkheadFull,
     /// The method's rate limiter had no permit for the attempt within its
-    /// `max_wait` (or before the deadline): nothing was sent.
+    /// `max_wait` (or before the deadline): that attempt was not sent
+    /// (earlier attempts of the call, if it retried, were).
     RateLimited,
     /// The configuration file or string is malformed.
     Config,
@@ -353,8 +354,10 @@ impl Error {
         self.chain_any(|e| e.kind() == ErrorKind::BulkheadFull, |_| false)
     }
 
-    /// True if the method's rate limiter refused the call: no permit came
-    /// within its `max_wait`. Nothing was sent; the call is not retried.
+    /// True if the method's rate limiter refused the call's last attempt:
+    /// no permit was due within its `max_wait` or before the deadline. That
+    /// attempt was not sent (`attempts()` counts those that were), and it
+    /// is not retried.
     pub fn is_rate_limited(&self) -> bool {
         self.chain_any(|e| e.kind() == ErrorKind::RateLimited, |_| false)
     }

@@ -14,7 +14,7 @@
 //! for, so a call to a dependency known to be down costs nothing; the rate
 //! limiter's wait comes before the bulkhead's, so an attempt waiting for a
 //! permit does not hold a slot. (A permit is spent even when the bulkhead
-//! then refuses: GCRA cannot give one back.) A refused attempt drops its
+//! then refuses: GCRA cannot give one back; the rate is only lower.) A refused attempt drops its
 //! breaker permit unused, which gives a half-open trial slot back.
 
 use std::future::Future;
@@ -94,11 +94,13 @@ impl<'a> PolicyCall<'a> {
     /// `CircuitOpen`, `RateLimited` or `BulkheadFull`.
     pub(crate) fn try_admit(&self, now: u64) -> Result<Admitted<'a>, Error> {
         let permit = self.permit(now)?;
+        // A hedge the limiter skips is not counted as a refusal: it was
+        // optional, and counting it would make healthy hedged calls look
+        // refused in `courier.ratelimiter.refused`.
         if let Some(limiter) = self.limiter
             && !limiter.try_take()
         {
-            self.probe.rate_limited();
-            return Err(limiter.refused(std::time::Duration::ZERO));
+            return Err(limiter.not_free());
         }
         let slot = match self.bulkhead {
             None => None,
