@@ -156,3 +156,139 @@ async fn the_level_comes_from_config_too_and_failures_are_logged() {
         "{text}"
     );
 }
+
+/// `headers` shows the headers and no body; `full` cuts a body at its
+/// `body_limit` and says how long it was.
+#[tokio::test(flavor = "current_thread")]
+async fn headers_shows_no_body_and_full_cuts_bodies_at_the_limit() {
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(captured.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let long = "0123456789".repeat(20); // 200 bytes, over store's 64
+    let server = MockServer::start().await;
+    Mock::given(path("/secrets/db"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("x-served-by", "vault-7")
+                .set_body_string(long.clone()),
+        )
+        .mount(&server)
+        .await;
+    let config = Config::from_toml_str(
+        r#"
+        [clients.vault.methods.read]
+        log.level = "headers"
+        "#,
+    )
+    .expect("valid");
+    let vault = support::builder::<VaultClient>()
+        .base_url(server.uri())
+        .config(&config)
+        .build()
+        .expect("valid");
+
+    vault.read("db", "t").await.expect("read");
+    let headers = captured.text();
+    assert!(headers.contains("x-served-by: vault-7"), "{headers}");
+    assert!(
+        !headers.contains("0123456789"),
+        "no body at headers: {headers}"
+    );
+
+    let body = serde_json::json!({ "value": long });
+    vault
+        .store("db", "t", "Bearer b", &body)
+        .await
+        .expect("stored");
+    let full = captured.text()[headers.len()..].to_owned();
+    // The response body: its first 64 bytes, then how long it was.
+    let cut = format!("{}… (200 bytes in all)", &long[..64]);
+    assert!(full.contains(&cut), "{full}");
+    assert!(
+        !full.contains(&long[..65]),
+        "nothing past the limit: {full}"
+    );
+}
+
+/// The client's events reach `tracing` at their levels (target `courier`):
+/// a retry and a fallback at INFO, a hedge at DEBUG, a breaker opening at
+/// WARN.
+#[tokio::test(flavor = "current_thread")]
+async fn events_reach_tracing_at_their_levels() {
+    #[client(name = "levels")]
+    #[retry(max_attempts = 2, backoff = "1ms..2ms")]
+    #[circuit_breaker(window = 2, min_calls = 2, failure_rate = 100, open_for = "10s")]
+    trait Levels {
+        #[get("/fail")]
+        async fn fail(&self) -> Result<String, Error>;
+
+        #[get("/slow")]
+        #[retry(disabled)]
+        #[circuit_breaker(disabled)]
+        #[hedge(delay = "20ms")]
+        async fn slow(&self) -> Result<String, Error>;
+    }
+    struct Cached;
+    #[courier::async_trait]
+    impl Levels for Cached {
+        async fn fail(&self) -> Result<String, Error> {
+            Ok("cached".into())
+        }
+        async fn slow(&self) -> Result<String, Error> {
+            Ok("cached".into())
+        }
+    }
+
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(captured.clone())
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let server = MockServer::start().await;
+    Mock::given(path("/fail"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&server)
+        .await;
+    Mock::given(path("/slow"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_string("late")
+                .set_delay(std::time::Duration::from_millis(200)),
+        )
+        .mount(&server)
+        .await;
+    let client = support::builder::<LevelsClient>()
+        .base_url(server.uri())
+        .fallback(Cached)
+        .build()
+        .expect("valid");
+    // Two attempts (one retry), both failing: the breaker opens; the
+    // fallback answers.
+    assert_eq!(client.fail().await.ok().as_deref(), Some("cached"));
+    assert_eq!(client.slow().await.ok().as_deref(), Some("late"));
+
+    let text = captured.text();
+    let line = |message: &str| {
+        text.lines()
+            .find(|l| l.contains(message))
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("no `{message}` in:\n{text}"))
+    };
+    for (message, level) in [
+        ("retrying", " INFO "),
+        ("circuit breaker opened", " WARN "),
+        ("fallback answered", " INFO "),
+        ("hedge sent", "DEBUG "),
+    ] {
+        let l = line(message);
+        assert!(
+            l.contains(level) && l.contains(" courier: "),
+            "`{message}` not at {level} with target courier: {l}"
+        );
+    }
+}

@@ -10,7 +10,7 @@
 //! and reads again, and meanwhile keeps serving the last known set. A read
 //! or a watch request that fails, and a keep-alive that cannot renew a
 //! registration's lease, is reported as an
-//! [`Event::DiscoveryFailed`](crate::Event::DiscoveryFailed)
+//! [`Event::DiscoveryFailed`]
 //! ([`EtcdDiscovery::on_event`]); a watch that ends routinely (idle, a
 //! compaction, the server closing it) is not.
 //! [`EtcdDiscovery::register`] puts an instance with a lease, keeps the lease

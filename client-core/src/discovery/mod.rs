@@ -11,7 +11,7 @@
 //! or SRV, re-resolved when the TTL runs out) and `EtcdDiscovery` (feature
 //! `etcd`: instances as JSON values under `/services/<name>/<id>`, watched).
 //! Each keeps serving its last known set when its source fails, and says
-//! so with an [`Event::DiscoveryFailed`](crate::Event::DiscoveryFailed)
+//! so with an [`Event::DiscoveryFailed`]
 //! (a `tracing` warning, the `courier.discovery.errors` counter, and the
 //! discovery's own `.on_event(…)` callback).
 

@@ -7,7 +7,7 @@
 //! Resilience4j's `RateLimiter`, for the case it is used for in service
 //! calls: a third-party API that allows 100 calls a second, or a fair share
 //! of a dependency's capacity. The algorithm is GCRA with reservations
-//! ([`gcra`]): one atomic word, no lock, no timer of its own, no task.
+//! (`gcra.rs`): one atomic word, no lock, no timer of its own, no task.
 //!
 //! Where it sits: in the guard of every attempt, after the circuit breaker
 //! (an open breaker refuses before a permit is spent) and before the
