@@ -339,7 +339,7 @@ async fn discovery_failures_are_counted() {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port");
-    let ledger = LedgerClient::builder()
+    let ledger = support::builder::<LedgerClient>()
         .discovery(EtcdDiscovery::new([format!("http://127.0.0.1:{port}")]).expect("valid"))
         .build()
         .expect("valid");
@@ -352,5 +352,91 @@ async fn discovery_failures_are_counted() {
             "courier.discovery.errors",
             &[("courier.client", "ledger")]
         ) >= 1
+    );
+}
+
+/// The families the first test does not reach: a call that failed after
+/// retrying, the retry budget running dry, and the balancer's set and
+/// ejections.
+#[tokio::test(flavor = "current_thread")]
+async fn budget_balancer_and_failed_with_retry_are_counted() {
+    use courier::{Balance, Instance, OutlierEjection, StaticDiscovery};
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
+
+    // One instance always 503, two healthy ones: RoundRobin sends every
+    // third first attempt to the bad one, whose retry goes elsewhere, until
+    // five failures in a row eject it.
+    let bad = support::answering(ResponseTemplate::new(503)).await;
+    let (b, c) = (support::healthy("b").await, support::healthy("c").await);
+    let discovery = StaticDiscovery::new().with(
+        "ledger",
+        [
+            Instance::new("bad", bad.uri()),
+            Instance::new("b", b.uri()),
+            Instance::new("c", c.uri()),
+        ],
+    );
+    let ledger = support::builder::<LedgerClient>()
+        .discovery(discovery)
+        .balance(Balance::RoundRobin)
+        .outlier_ejection(OutlierEjection::default())
+        .build()
+        .expect("valid");
+    for id in 0..30 {
+        ledger.entry(id).await.expect("retried elsewhere");
+    }
+    let s = series(&snapshotter);
+    let client = [("courier.client", "ledger")];
+    assert_eq!(gauge(&s, "courier.balancer.instances", &client), Some(3.0));
+    assert_eq!(gauge(&s, "courier.balancer.ejected", &client), Some(1.0));
+    assert_eq!(
+        counter(
+            &s,
+            "courier.balancer.ejections",
+            &[("courier.client", "ledger"), ("courier.instance", "bad")]
+        ),
+        1
+    );
+    let entry = [("courier.client", "ledger"), ("courier.method", "entry")];
+    let with = |kind| [entry[0], entry[1], ("kind", kind)];
+    assert_eq!(
+        counter(&s, "courier.retry.calls", &with("successful_with_retry")),
+        5
+    );
+
+    // A dependency that is down, behind a budget of 10 % with no reserve:
+    // the budget runs dry, and calls fail after their retries while it has
+    // some.
+    let down = support::answering(ResponseTemplate::new(503)).await;
+    let ledger = support::builder::<LedgerClient>()
+        .base_url(down.uri())
+        .retry_budget(0.1, 0)
+        .build()
+        .expect("valid");
+    for id in 0..40 {
+        let e = ledger.entry(id).await.expect_err("503");
+        assert!(e.is_status(), "{e}");
+    }
+    let s = series(&snapshotter);
+    let failed_with = counter(&s, "courier.retry.calls", &with("failed_with_retry"));
+    let failed_without = counter(&s, "courier.retry.calls", &with("failed_without_retry"));
+    let exhausted = counter(&s, "courier.retry_budget.exhausted", &entry);
+    assert_eq!(failed_with + failed_without, 40);
+    assert!(
+        failed_with >= 1,
+        "some calls retried while the budget lasted"
+    );
+    // Every call that did not retry was refused by the budget (a 503 is
+    // retryable), and no call is refused twice.
+    assert!(
+        exhausted >= failed_without && exhausted <= 40,
+        "exhausted {exhausted}, failed with {failed_with}, without {failed_without}"
+    );
+    assert_eq!(
+        gauge(&s, "courier.retry_budget.remaining", &client),
+        Some(0.0)
     );
 }
