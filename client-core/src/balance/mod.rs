@@ -240,6 +240,7 @@ struct Snapshot {
 
 /// The instances of one service and the balancing state; one per built
 /// client.
+#[doc(hidden)] // machinery, not API: reachable (unstable) through `__private`
 pub struct Balancer {
     service: &'static str,
     kind: Balance,

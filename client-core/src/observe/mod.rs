@@ -272,6 +272,7 @@ type Callback = dyn for<'e> Fn(&Event<'e>) + Send + Sync;
 /// `tracing`, the metrics (feature `metrics`) and the live statistics
 /// (feature `dashboard`).
 #[derive(Clone, Default)]
+#[doc(hidden)] // machinery, not API: reachable (unstable) through `__private`
 pub struct EventSink(Option<Arc<Callback>>);
 
 impl EventSink {

@@ -17,6 +17,7 @@ use crate::{Error, ErrorKind};
 
 /// One method's bulkhead.
 #[derive(Debug)]
+#[doc(hidden)] // machinery, not API: reachable (unstable) through `__private`
 pub struct Bulkhead {
     slots: Semaphore,
     policy: BulkheadPolicy,

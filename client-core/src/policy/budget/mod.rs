@@ -33,6 +33,7 @@ mod ring;
 use ring::{Ring, SCALE};
 
 /// A per-client retry budget; see the [module docs](self).
+#[doc(hidden)] // machinery, not API: reachable (unstable) through `__private`
 pub struct RetryBudget {
     /// Ticks when it was made: its seconds count from here.
     start: u64,

@@ -91,6 +91,7 @@ const FORCED_OPEN: u8 = 1;
 const DISABLED: u8 = 2;
 
 /// One method's circuit breaker; see the [module docs](self).
+#[doc(hidden)] // machinery, not API: reachable (unstable) through `__private`
 pub struct CircuitBreaker {
     name: Box<str>,
     service: &'static str,
@@ -266,6 +267,7 @@ impl fmt::Debug for CircuitBreaker {
 /// A call the breaker turned away. Cheap (no allocation); the call
 /// pipeline turns it into an error.
 #[derive(Clone, Copy)]
+#[doc(hidden)] // machinery, not API: reachable (unstable) through `__private`
 pub struct Rejected<'a> {
     breaker: &'a CircuitBreaker,
     refused: Refused,
@@ -304,6 +306,7 @@ impl Rejected<'_> {
 /// Dropping it unrecorded (a cancelled call) gives a half-open trial slot
 /// back.
 #[must_use = "record the attempt's outcome"]
+#[doc(hidden)] // machinery, not API: reachable (unstable) through `__private`
 pub struct Permit<'a> {
     breaker: &'a CircuitBreaker,
     granted: Granted,

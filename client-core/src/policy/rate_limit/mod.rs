@@ -76,7 +76,7 @@ pub struct RateLimitPolicy {
 }
 
 /// One rate limiter: a method's own, or the one a client's methods share.
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     gcra: Gcra,
     per_second: u32,
     burst: u32,
@@ -106,7 +106,7 @@ impl RateLimiter {
     /// A limiter of `per_second` permits a second, `burst` at once (each
     /// raised to 1 if 0), starting full. The interval between permits is
     /// rounded up to the nanosecond, so the rate is never exceeded.
-    pub fn new(per_second: u32, burst: u32) -> Self {
+    pub(crate) fn new(per_second: u32, burst: u32) -> Self {
         let per_second = per_second.max(1);
         let burst = burst.max(1);
         let interval = clock::of(Duration::from_secs(1)).div_ceil(u64::from(per_second));
@@ -181,16 +181,6 @@ impl RateLimiter {
             ),
         };
         Error::new(ErrorKind::RateLimited, message)
-    }
-
-    /// Its rate, permits per second.
-    pub fn per_second(&self) -> u32 {
-        self.per_second
-    }
-
-    /// Its burst.
-    pub fn burst(&self) -> u32 {
-        self.burst
     }
 }
 
@@ -350,7 +340,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn zero_is_raised_to_one_and_the_interval_rounds_up() {
         let limiter = RateLimiter::new(0, 0);
-        assert_eq!((limiter.per_second(), limiter.burst()), (1, 1));
+        assert_eq!((limiter.per_second, limiter.burst), (1, 1));
         assert!(limiter.try_take() && !limiter.try_take());
         // 3/s: 333,333,334 ns apart, never 333,333,333 (a hair above 3/s).
         let limiter = RateLimiter::new(3, 1);
