@@ -201,3 +201,74 @@ impl Admitted<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::policy::circuit::Force;
+    use crate::policy::fixture::{Attempts, GET, Method};
+    use crate::policy::{BulkheadPolicy, MethodPolicy};
+
+    /// The guard alone: an open breaker refuses before the attempt runs,
+    /// and the refusal is no attempt.
+    #[tokio::test(start_paused = true)]
+    async fn an_open_breaker_refuses_without_running_the_attempt() {
+        let m = Method::new(|p| p.circuit = MethodPolicy::resolve(&GET, &[]).circuit);
+        if let Some(breaker) = &m.breaker {
+            breaker.force(Force::Open);
+        }
+        let attempts = Attempts::default();
+        let call = m.call();
+        let result = call
+            .guarded(clock::now(), &|_| {
+                attempts.next();
+                async { Ok::<_, Error>(()) }
+            })
+            .await;
+        assert!(result.is_err_and(|e| e.is_circuit_open()));
+        assert_eq!((attempts.made(), call.started()), (0, 0));
+    }
+
+    /// A full bulkhead refuses at once with no `max_wait`; with one, the
+    /// attempt waits for the slot and runs when it is given back.
+    #[tokio::test(start_paused = true)]
+    async fn a_full_bulkhead_refuses_or_waits_for_its_slot() {
+        let bulkhead = |max_wait| {
+            Method::new(move |p| {
+                p.bulkhead = Some(BulkheadPolicy {
+                    max_concurrent: 1,
+                    max_wait,
+                });
+            })
+        };
+        let attempts = Attempts::default();
+        let attempt = |_| {
+            attempts.next();
+            async { Ok::<_, Error>(()) }
+        };
+
+        let m = bulkhead(Duration::ZERO);
+        let (holder, call) = (m.call(), m.call());
+        let slot = holder.admit(clock::now()).await;
+        let refused = call.guarded(clock::now(), &attempt).await;
+        assert!(refused.is_err_and(|e| e.is_bulkhead_full()));
+        assert_eq!(attempts.made(), 0);
+        drop(slot);
+        assert!(call.guarded(clock::now(), &attempt).await.is_ok());
+
+        let m = bulkhead(Duration::from_millis(100));
+        let (holder, call) = (m.call(), m.call());
+        let slot = holder.admit(clock::now()).await;
+        let start = tokio::time::Instant::now();
+        let release = async {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            drop(slot);
+        };
+        let (_, waited) = tokio::join!(release, call.guarded(clock::now(), &attempt));
+        assert!(waited.is_ok());
+        assert_eq!(start.elapsed(), Duration::from_millis(30));
+        assert_eq!(attempts.made(), 2);
+    }
+}

@@ -91,3 +91,67 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::policy::HedgePolicy;
+    use crate::policy::fixture::{Attempts, Method};
+
+    /// Runs `race` with attempts that take `took(n)` ms to answer `n`.
+    async fn race_with(hedge: HedgePolicy, took: fn(u32) -> u64) -> (Option<u32>, u32, Duration) {
+        let m = Method::new(|p| p.hedge = Some(hedge));
+        let attempts = Attempts::default();
+        let start = Instant::now();
+        let call = m.call();
+        let result = race(&call, &hedge, &|_| {
+            let n = attempts.next();
+            async move {
+                tokio::time::sleep(Duration::from_millis(took(n))).await;
+                Ok::<_, Error>(n)
+            }
+        })
+        .await;
+        (result.ok(), attempts.made(), start.elapsed())
+    }
+
+    /// The race alone, under the paused clock: a first attempt still
+    /// unanswered after the delay is hedged, and the first answer wins.
+    #[tokio::test(start_paused = true)]
+    async fn a_late_answer_is_hedged_and_the_first_answer_wins() {
+        let hedge = HedgePolicy {
+            delay: Duration::from_millis(50),
+            max_extra: 1,
+        };
+        let (answer, made, took) = race_with(hedge, |n| if n == 0 { 1000 } else { 10 }).await;
+        assert_eq!((answer, made), (Some(1), 2));
+        assert_eq!(took, Duration::from_millis(60));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_within_the_delay_sends_no_hedge() {
+        let hedge = HedgePolicy {
+            delay: Duration::from_millis(50),
+            max_extra: 1,
+        };
+        let (answer, made, took) = race_with(hedge, |_| 20).await;
+        assert_eq!((answer, made), (Some(0), 1));
+        assert_eq!(took, Duration::from_millis(20));
+    }
+
+    /// At most `max_extra` hedges, one per delay; the first attempt may
+    /// still win.
+    #[tokio::test(start_paused = true)]
+    async fn no_more_hedges_than_max_extra() {
+        let hedge = HedgePolicy {
+            delay: Duration::from_millis(10),
+            max_extra: 2,
+        };
+        let (answer, made, took) = race_with(hedge, |n| 1000 - u64::from(n)).await;
+        // Sent at 0, 10 and 20 ms, answering at 1000, 1009 and 1018 ms.
+        assert_eq!((answer, made), (Some(0), 3));
+        assert_eq!(took, Duration::from_millis(1000));
+    }
+}

@@ -329,6 +329,98 @@ fn rate_limit_of(l: &Levels<'_>) -> Option<RateLimitPolicy> {
     })
 }
 
+/// What a stage's unit test needs to run it alone: a method's resolved
+/// policy (change its fields), its state, and a [`PolicyCall`] over them.
+#[cfg(test)]
+pub(crate) mod fixture {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+    use crate::clock;
+    use crate::spec::Verb;
+    use crate::{Error, ErrorKind};
+
+    pub(crate) static GET: MethodDef = MethodDef {
+        name: "get",
+        verb: Verb::Get,
+        path: "/x",
+        idempotent: false,
+        auth: true,
+        policy: Overrides::NONE,
+    };
+
+    /// One method: its policy (every default; no breaker unless asked for)
+    /// and its state.
+    pub(crate) struct Method {
+        pub(crate) policy: MethodPolicy,
+        pub(crate) probe: Probe,
+        pub(crate) events: EventSink,
+        pub(crate) breaker: Option<CircuitBreaker>,
+        pub(crate) bulkhead: Option<Bulkhead>,
+        pub(crate) budget: Option<RetryBudget>,
+        pub(crate) watch: Arc<Watch>,
+    }
+
+    impl Method {
+        /// GET's defaults with `change` applied; a breaker, bulkhead as the
+        /// changed policy says; no budget.
+        pub(crate) fn new(change: impl FnOnce(&mut MethodPolicy)) -> Method {
+            let mut policy = MethodPolicy::resolve(&GET, &[]);
+            policy.circuit = None;
+            change(&mut policy);
+            let events = EventSink::none();
+            Method {
+                probe: Probe::new("svc", &GET, policy.log),
+                breaker: policy
+                    .circuit
+                    .map(|c| CircuitBreaker::new("svc", "get", c, events.clone())),
+                bulkhead: policy.bulkhead.map(Bulkhead::new),
+                budget: None,
+                watch: Watch::new(),
+                events,
+                policy,
+            }
+        }
+
+        /// A call starting now.
+        pub(crate) fn call(&self) -> PolicyCall<'_> {
+            PolicyCall::new(
+                &self.policy,
+                &self.probe,
+                &self.events,
+                self.breaker.as_ref(),
+                self.bulkhead.as_ref(),
+                None,
+                self.budget.as_ref(),
+                &self.watch,
+                clock::now(),
+            )
+        }
+    }
+
+    /// An answer with this status.
+    pub(crate) fn status(code: u16) -> Error {
+        let s = http::StatusCode::from_u16(code).unwrap_or(http::StatusCode::IM_A_TEAPOT);
+        Error::new(ErrorKind::Status, "").with_status(s)
+    }
+
+    /// Counts the attempts a stage starts.
+    #[derive(Default)]
+    pub(crate) struct Attempts(AtomicU32);
+
+    impl Attempts {
+        /// Counts one, and returns its number (0 for the first).
+        pub(crate) fn next(&self) -> u32 {
+            self.0.fetch_add(1, Ordering::SeqCst)
+        }
+
+        pub(crate) fn made(&self) -> u32 {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -144,7 +144,106 @@ pub fn parse_retry_after(value: &HeaderValue, now: SystemTime) -> Option<Duratio
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::fixture::{Attempts, Method, status};
     use crate::spec::StatusSet;
+
+    fn retry(max_attempts: u32, backoff: Duration) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts,
+            backoff_base: backoff,
+            backoff_max: backoff,
+            on: StatusSet::from_codes(&[503]),
+            attempt_timeout: None,
+        }
+    }
+
+    /// The loop alone, under the paused clock: failed attempts are retried,
+    /// each after its back-off (full jitter: at most the back-off), until
+    /// one answers; the attempts are numbered in order.
+    #[tokio::test(start_paused = true)]
+    async fn failures_are_retried_after_their_backoff_until_one_answers() {
+        let m = Method::new(|p| p.retry = Some(retry(3, Duration::from_millis(100))));
+        let attempts = Attempts::default();
+        let start = tokio::time::Instant::now();
+        let result = run(&m.call(), &|info: AttemptInfo| {
+            let n = attempts.next();
+            assert_eq!(info.number, n);
+            async move { if n < 2 { Err(status(503)) } else { Ok(n) } }
+        })
+        .await;
+        assert_eq!(result.ok(), Some(2));
+        assert_eq!(attempts.made(), 3);
+        assert!(start.elapsed() <= Duration::from_millis(200));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn max_attempts_counts_the_first_and_ends_with_the_last_error() {
+        let m = Method::new(|p| p.retry = Some(retry(3, Duration::from_millis(1))));
+        let attempts = Attempts::default();
+        let result: Result<(), Error> = run(&m.call(), &|_| {
+            attempts.next();
+            async { Err(status(503)) }
+        })
+        .await;
+        assert_eq!(
+            result.err().and_then(|e| e.status()).map(|s| s.as_u16()),
+            Some(503)
+        );
+        assert_eq!(attempts.made(), 3);
+    }
+
+    /// A `Retry-After` replaces the back-off exactly; one that would
+    /// outlast the deadline ends the call at once, with that answer.
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_replaces_the_backoff_unless_it_outlasts_the_deadline() {
+        let m = Method::new(|p| {
+            p.retry = Some(retry(2, Duration::from_millis(1)));
+            p.timeout = Duration::from_secs(1);
+        });
+        let after = |wait: u64| status(503).with_retry_after(Some(Duration::from_millis(wait)));
+        let attempts = Attempts::default();
+        let start = tokio::time::Instant::now();
+        let result = run(&m.call(), &|_| {
+            let n = attempts.next();
+            async move { if n == 0 { Err(after(300)) } else { Ok(n) } }
+        })
+        .await;
+        assert_eq!(result.ok(), Some(1));
+        assert_eq!(start.elapsed(), Duration::from_millis(300));
+
+        let attempts = Attempts::default();
+        let start = tokio::time::Instant::now();
+        let result: Result<(), Error> = run(&m.call(), &|_| {
+            attempts.next();
+            async move { Err(after(5000)) }
+        })
+        .await;
+        assert!(result.is_err_and(|e| e.retry_after() == Some(Duration::from_secs(5))));
+        assert_eq!(attempts.made(), 1);
+        assert_eq!(
+            start.elapsed(),
+            Duration::ZERO,
+            "no sleeping into a timeout"
+        );
+    }
+
+    /// A method that is not idempotent is not retried once an attempt may
+    /// have reached the service.
+    #[tokio::test(start_paused = true)]
+    async fn a_method_that_is_not_idempotent_is_not_replayed() {
+        let m = Method::new(|p| {
+            p.retry = Some(retry(3, Duration::from_millis(1)));
+            p.idempotent = false;
+        });
+        let attempts = Attempts::default();
+        let result: Result<(), Error> = run(&m.call(), &|_| {
+            attempts.next();
+            async { Err(status(503)) }
+        })
+        .await;
+        assert!(result.is_err());
+        assert_eq!(attempts.made(), 1);
+    }
 
     fn policy() -> RetryPolicy {
         RetryPolicy {
