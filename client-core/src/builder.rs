@@ -660,11 +660,10 @@ impl<C: ClientSpec> ClientBuilder<C> {
             events: self.events,
             watch: WatchHandle(Watch::new()),
         };
-        Ok(C::from_runtime(Runtime::new(
-            shared,
-            methods,
-            self.fallback,
-        )))
+        let runtime = Runtime::new(shared, methods, self.fallback);
+        #[cfg(feature = "dashboard")]
+        crate::inspect::register(&runtime);
+        Ok(C::from_runtime(runtime))
     }
 }
 

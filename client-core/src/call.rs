@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use tracing::{Instrument as _, Span};
 
 use crate::Error;
-use crate::client::{MethodRuntime, Shared, Target};
+use crate::client::{ClientSpec, MethodRuntime, Runtime, Shared, Target};
 use crate::codec::Decode;
 use crate::policy::guard::AttemptInfo;
 use crate::policy::{PolicyCall, retry};
@@ -192,6 +192,19 @@ impl<'a> MethodCall<'a> {
                 balancer.finish(picked, start, result)
             }
         }
+    }
+}
+
+impl<C: ClientSpec> Runtime<C> {
+    /// The runtime of the method at `index` in [`ClientDef::methods`](crate::spec::ClientDef::methods).
+    ///
+    /// # Panics
+    /// If `index` is out of range; generated code only passes the indices
+    /// it generated the table with.
+    #[doc(hidden)]
+    #[inline]
+    pub fn method(&self, index: usize) -> MethodCall<'_> {
+        MethodCall::new(&self.inner.shared, &self.inner.methods[index])
     }
 }
 

@@ -14,7 +14,6 @@ use std::sync::Arc;
 use http::Method;
 
 use crate::balance::Balancer;
-use crate::call::MethodCall;
 use crate::error::Error;
 use crate::observe::probe::Probe;
 use crate::observe::trace::Server;
@@ -105,17 +104,17 @@ pub(crate) struct MethodRuntime {
     pub(crate) probe: Probe,
 }
 
-struct RuntimeInner<C: ClientSpec> {
-    shared: Shared,
-    methods: Box<[MethodRuntime]>,
-    fallback: Option<Fallback<C::Api>>,
+pub(crate) struct RuntimeInner<C: ClientSpec> {
+    pub(crate) shared: Shared,
+    pub(crate) methods: Box<[MethodRuntime]>,
+    pub(crate) fallback: Option<Fallback<C::Api>>,
 }
 
 /// The runtime state of a built client, shared by its clones: transport,
 /// per-method policies with their breakers and bulkheads, the retry budget
 /// and the fallback.
 pub struct Runtime<C: ClientSpec> {
-    inner: Arc<RuntimeInner<C>>,
+    pub(crate) inner: Arc<RuntimeInner<C>>,
     _client: PhantomData<fn() -> C>,
 }
 
@@ -130,27 +129,10 @@ impl<C: ClientSpec> Runtime<C> {
             methods,
             fallback,
         });
-        #[cfg(feature = "dashboard")]
-        {
-            let weak: std::sync::Weak<dyn crate::observe::stats::Observed> =
-                Arc::downgrade(&inner) as _;
-            crate::observe::stats::register(weak);
-        }
         Runtime {
             inner,
             _client: PhantomData,
         }
-    }
-
-    /// The runtime of the method at `index` in [`ClientDef::methods`].
-    ///
-    /// # Panics
-    /// If `index` is out of range; generated code only passes the indices
-    /// it generated the table with.
-    #[doc(hidden)]
-    #[inline]
-    pub fn method(&self, index: usize) -> MethodCall<'_> {
-        MethodCall::new(&self.inner.shared, &self.inner.methods[index])
     }
 
     /// The fallback to call for the method at `index`, which failed with
@@ -198,36 +180,5 @@ impl<C: ClientSpec> fmt::Debug for Runtime<C> {
             .field("retry_budget", &shared.budget)
             .field("fallback", &self.inner.fallback)
             .finish_non_exhaustive()
-    }
-}
-
-#[cfg(feature = "dashboard")]
-impl<C: ClientSpec> crate::observe::stats::Observed for RuntimeInner<C> {
-    fn snapshot(&self) -> crate::inspect::ClientSnapshot {
-        crate::inspect::snapshot(C::DEF.name, &self.shared, &self.methods)
-    }
-
-    fn stats(&self) -> Vec<crate::observe::stats::MethodStatsSnapshot> {
-        let methods: Vec<_> = self
-            .methods
-            .iter()
-            .map(|m| (m.def.name, &m.probe.stats))
-            .collect();
-        crate::observe::stats::snapshot(&methods)
-    }
-
-    fn force(&self, method: &str, force: crate::policy::circuit::Force) -> bool {
-        let breaker = self
-            .methods
-            .iter()
-            .find(|m| m.def.name == method)
-            .and_then(|m| m.breaker.as_ref());
-        match breaker {
-            Some(breaker) => {
-                breaker.force(force);
-                true
-            }
-            None => false,
-        }
     }
 }

@@ -73,6 +73,29 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// The kind as a field or label value (metrics, spans).
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            ErrorKind::Builder => "builder",
+            ErrorKind::InvalidRequest => "invalid_request",
+            ErrorKind::Interceptor => "interceptor",
+            ErrorKind::Connect => "connect",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Transport => "transport",
+            ErrorKind::Status => "status",
+            ErrorKind::Body => "body",
+            ErrorKind::Decode => "decode",
+            ErrorKind::CircuitOpen => "circuit_open",
+            ErrorKind::BulkheadFull => "bulkhead_full",
+            ErrorKind::RateLimited => "rate_limited",
+            ErrorKind::Config => "config",
+            ErrorKind::NoInstances => "no_instances",
+            ErrorKind::Auth => "auth",
+            #[allow(unreachable_patterns)] // ErrorKind is non-exhaustive
+            _ => "_OTHER",
+        }
+    }
+
     fn describe(self) -> &'static str {
         match self {
             ErrorKind::Builder => "invalid client configuration",

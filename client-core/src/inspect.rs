@@ -7,6 +7,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+#[cfg(feature = "dashboard")]
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
+
+#[cfg(feature = "dashboard")]
+use crate::client::RuntimeInner;
 use crate::client::{ClientSpec, Runtime, Target};
 use crate::observe::CircuitState;
 use crate::policy::MethodPolicy;
@@ -220,4 +225,83 @@ fn find<'r, C: ClientSpec>(
     method: &str,
 ) -> Option<&'r crate::client::MethodRuntime> {
     runtime.methods().iter().find(|m| m.def.name == method)
+}
+
+// ===== the registry (feature `dashboard`) =====
+
+/// A built client, as the dashboard sees it.
+#[cfg(feature = "dashboard")]
+pub trait Observed: Send + Sync {
+    /// Its state and effective policies.
+    fn snapshot(&self) -> ClientSnapshot;
+
+    /// Its counters, per method.
+    fn stats(&self) -> Vec<crate::observe::stats::MethodStatsSnapshot>;
+
+    /// Forces a method's breaker (an operator's action); `false` for an
+    /// unknown method or one without a breaker.
+    fn force(&self, method: &str, force: Force) -> bool;
+}
+
+#[cfg(feature = "dashboard")]
+type Registry = Mutex<Vec<Weak<dyn Observed>>>;
+
+#[cfg(feature = "dashboard")]
+fn registry() -> &'static Registry {
+    static REGISTRY: OnceLock<Registry> = OnceLock::new();
+    REGISTRY.get_or_init(|| Mutex::new(Vec::new()))
+}
+
+/// Every built client still alive (any of its clones), in the order built.
+#[cfg(feature = "dashboard")]
+pub fn clients() -> Vec<Arc<dyn Observed>> {
+    let mut list = registry().lock().unwrap_or_else(PoisonError::into_inner);
+    list.retain(|w| w.strong_count() > 0);
+    list.iter().filter_map(Weak::upgrade).collect()
+}
+
+#[cfg(feature = "dashboard")]
+pub(crate) fn register_observed(client: Weak<dyn Observed>) {
+    let mut list = registry().lock().unwrap_or_else(PoisonError::into_inner);
+    list.retain(|w| w.strong_count() > 0);
+    list.push(client);
+}
+
+/// Registers a built client, so that [`clients`] finds it (weakly: the
+/// list does not keep it alive).
+#[cfg(feature = "dashboard")]
+pub(crate) fn register<C: ClientSpec>(runtime: &Runtime<C>) {
+    let weak: Weak<dyn Observed> = Arc::downgrade(&runtime.inner) as _;
+    register_observed(weak);
+}
+
+#[cfg(feature = "dashboard")]
+impl<C: ClientSpec> Observed for RuntimeInner<C> {
+    fn snapshot(&self) -> ClientSnapshot {
+        snapshot(C::DEF.name, &self.shared, &self.methods)
+    }
+
+    fn stats(&self) -> Vec<crate::observe::stats::MethodStatsSnapshot> {
+        let methods: Vec<_> = self
+            .methods
+            .iter()
+            .map(|m| (m.def.name, &m.probe.stats))
+            .collect();
+        crate::observe::stats::snapshot(&methods)
+    }
+
+    fn force(&self, method: &str, force: Force) -> bool {
+        let breaker = self
+            .methods
+            .iter()
+            .find(|m| m.def.name == method)
+            .and_then(|m| m.breaker.as_ref());
+        match breaker {
+            Some(breaker) => {
+                breaker.force(force);
+                true
+            }
+            None => false,
+        }
+    }
 }

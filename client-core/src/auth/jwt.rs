@@ -217,9 +217,9 @@ pub(crate) fn random_id() -> Result<String, Error> {
 /// ```
 #[derive(Clone)]
 pub struct SigningKey {
-    key: EncodingKey,
-    algorithm: Algorithm,
-    kid: Option<String>,
+    pub(crate) key: EncodingKey,
+    pub(crate) algorithm: Algorithm,
+    pub(crate) kid: Option<String>,
     /// For a key generated here: its public JWK parameters.
     public: Option<Arc<Value>>,
 }
@@ -366,7 +366,7 @@ impl SigningKey {
         Ok(serde_json::json!({ "keys": [jwk] }).to_string())
     }
 
-    fn public_jwk(&self) -> Result<Value, Error> {
+    pub(crate) fn public_jwk(&self) -> Result<Value, Error> {
         if self.algorithm.family() == Family::Hmac {
             return Err(Error::builder(
                 "an HMAC key is a shared secret: it has no public half to publish",
@@ -383,23 +383,6 @@ impl SigningKey {
             map.retain(|name, _| matches!(name.as_str(), "kty" | "crv" | "x" | "y" | "n" | "e"));
         }
         Ok(value)
-    }
-
-    /// The key that verifies what this one signs: the same secret for
-    /// HMAC, the public half otherwise (with this key's id).
-    ///
-    /// # Errors
-    /// When the public half cannot be derived.
-    pub fn verifying_key(&self) -> Result<super::verify::VerifyingKey, Error> {
-        let key = match self.algorithm.family() {
-            Family::Hmac => super::verify::VerifyingKey::from_hmac_bytes(self.key.as_bytes()),
-            _ => super::verify::VerifyingKey::from_jwk_value(&self.public_jwk()?),
-        }?;
-        let key = key.for_algorithm(self.algorithm);
-        Ok(match &self.kid {
-            Some(kid) => key.with_key_id(kid.clone()),
-            None => key,
-        })
     }
 
     /// Signs `claims` into a compact JWT.

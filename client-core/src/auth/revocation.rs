@@ -19,76 +19,7 @@
 //! revoke, `EXISTS` to check, over one multiplexed connection that
 //! reconnects by itself (the `redis` crate's `ConnectionManager`).
 
-use std::sync::Arc;
-use std::time::SystemTime;
-
-use crate::BoxError;
-
-use super::verify::Claims;
-
-/// A store of revoked token ids. Implement it for another store (a
-/// database, an in-memory set for tests) with `#[courier::async_trait]`.
-///
-/// ```
-/// use std::collections::HashSet;
-/// use std::sync::Mutex;
-/// use std::time::SystemTime;
-/// use courier::BoxError;
-/// use courier::auth::revocation::Revocations;
-///
-/// #[derive(Default)]
-/// struct InMemory(Mutex<HashSet<String>>);
-///
-/// #[courier::async_trait]
-/// impl Revocations for InMemory {
-///     async fn revoke(&self, jti: &str, _expires_at: SystemTime) -> Result<(), BoxError> {
-///         self.0.lock().map_err(|_| "poisoned")?.insert(jti.to_owned());
-///         Ok(())
-///     }
-///     async fn is_revoked(&self, jti: &str) -> Result<bool, BoxError> {
-///         Ok(self.0.lock().map_err(|_| "poisoned")?.contains(jti))
-///     }
-/// }
-/// ```
-#[async_trait::async_trait]
-pub trait Revocations: Send + Sync + 'static {
-    /// Revokes the token `jti`, which expires at `expires_at`: the entry
-    /// needs to live until then, and no longer.
-    ///
-    /// # Errors
-    /// When the store cannot be reached.
-    async fn revoke(&self, jti: &str, expires_at: SystemTime) -> Result<(), BoxError>;
-
-    /// Whether the token `jti` was revoked.
-    ///
-    /// # Errors
-    /// When the store cannot be reached; the verifier then fails closed or
-    /// open as configured.
-    async fn is_revoked(&self, jti: &str) -> Result<bool, BoxError>;
-
-    /// Revokes the token these claims came from (by its `jti`, until its
-    /// `exp`): what a handler calls with the claims [`VerifyJwt`](super::verify::VerifyJwt)
-    /// gave it.
-    ///
-    /// # Errors
-    /// A token without `jti` or `exp`, or a store that cannot be reached.
-    async fn revoke_token(&self, claims: &Claims) -> Result<(), BoxError> {
-        let jti = claims.jti().ok_or("the token has no jti")?;
-        let expires_at = claims.expires_at().ok_or("the token has no exp")?;
-        self.revoke(jti, expires_at).await
-    }
-}
-
-#[async_trait::async_trait]
-impl<R: Revocations + ?Sized> Revocations for Arc<R> {
-    async fn revoke(&self, jti: &str, expires_at: SystemTime) -> Result<(), BoxError> {
-        (**self).revoke(jti, expires_at).await
-    }
-
-    async fn is_revoked(&self, jti: &str) -> Result<bool, BoxError> {
-        (**self).is_revoked(jti).await
-    }
-}
+pub use super::verify::Revocations;
 
 #[cfg(feature = "redis")]
 pub use self::redis_store::RedisRevocations;

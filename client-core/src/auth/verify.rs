@@ -66,9 +66,8 @@ use tokio::time::Instant;
 
 use super::Secret;
 use super::jwt::{Algorithm, Family, ensure_provider, now_secs};
-use super::revocation::Revocations;
-use crate::Error;
 use crate::observe::{Event, EventSink};
+use crate::{BoxError, Error};
 
 /// The default largest token accepted: 8 KiB.
 pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8 * 1024;
@@ -1085,6 +1084,93 @@ fn single(headers: &HeaderMap) -> Result<Option<&HeaderValue>, Reason> {
     match (values.next(), values.next()) {
         (first, None) => Ok(first),
         (Some(_), Some(_)) | (None, Some(_)) => Err(Reason::Malformed),
+    }
+}
+
+// ===== the verifying half of a signing key =====
+
+impl super::jwt::SigningKey {
+    /// The key that verifies what this one signs: the same secret for
+    /// HMAC, the public half otherwise (with this key's id).
+    ///
+    /// # Errors
+    /// When the public half cannot be derived.
+    pub fn verifying_key(&self) -> Result<VerifyingKey, Error> {
+        let key = match self.algorithm.family() {
+            Family::Hmac => VerifyingKey::from_hmac_bytes(self.key.as_bytes()),
+            _ => VerifyingKey::from_jwk_value(&self.public_jwk()?),
+        }?;
+        let key = key.for_algorithm(self.algorithm);
+        Ok(match &self.kid {
+            Some(kid) => key.with_key_id(kid.clone()),
+            None => key,
+        })
+    }
+}
+
+// ===== revocations (the trait; stores in `revocation.rs`) =====
+
+/// A store of revoked token ids. Implement it for another store (a
+/// database, an in-memory set for tests) with `#[courier::async_trait]`.
+///
+/// ```
+/// use std::collections::HashSet;
+/// use std::sync::Mutex;
+/// use std::time::SystemTime;
+/// use courier::BoxError;
+/// use courier::auth::revocation::Revocations;
+///
+/// #[derive(Default)]
+/// struct InMemory(Mutex<HashSet<String>>);
+///
+/// #[courier::async_trait]
+/// impl Revocations for InMemory {
+///     async fn revoke(&self, jti: &str, _expires_at: SystemTime) -> Result<(), BoxError> {
+///         self.0.lock().map_err(|_| "poisoned")?.insert(jti.to_owned());
+///         Ok(())
+///     }
+///     async fn is_revoked(&self, jti: &str) -> Result<bool, BoxError> {
+///         Ok(self.0.lock().map_err(|_| "poisoned")?.contains(jti))
+///     }
+/// }
+/// ```
+#[async_trait::async_trait]
+pub trait Revocations: Send + Sync + 'static {
+    /// Revokes the token `jti`, which expires at `expires_at`: the entry
+    /// needs to live until then, and no longer.
+    ///
+    /// # Errors
+    /// When the store cannot be reached.
+    async fn revoke(&self, jti: &str, expires_at: SystemTime) -> Result<(), BoxError>;
+
+    /// Whether the token `jti` was revoked.
+    ///
+    /// # Errors
+    /// When the store cannot be reached; the verifier then fails closed or
+    /// open as configured.
+    async fn is_revoked(&self, jti: &str) -> Result<bool, BoxError>;
+
+    /// Revokes the token these claims came from (by its `jti`, until its
+    /// `exp`): what a handler calls with the claims [`VerifyJwt`]
+    /// gave it.
+    ///
+    /// # Errors
+    /// A token without `jti` or `exp`, or a store that cannot be reached.
+    async fn revoke_token(&self, claims: &Claims) -> Result<(), BoxError> {
+        let jti = claims.jti().ok_or("the token has no jti")?;
+        let expires_at = claims.expires_at().ok_or("the token has no exp")?;
+        self.revoke(jti, expires_at).await
+    }
+}
+
+#[async_trait::async_trait]
+impl<R: Revocations + ?Sized> Revocations for Arc<R> {
+    async fn revoke(&self, jti: &str, expires_at: SystemTime) -> Result<(), BoxError> {
+        (**self).revoke(jti, expires_at).await
+    }
+
+    async fn is_revoked(&self, jti: &str) -> Result<bool, BoxError> {
+        (**self).is_revoked(jti).await
     }
 }
 

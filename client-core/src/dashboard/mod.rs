@@ -132,7 +132,6 @@ use axum::routing::{get, post};
 use futures_util::stream::Stream;
 use serde::Deserialize;
 
-use crate::observe::stats;
 use crate::policy::circuit::Force;
 use report::Sampler;
 
@@ -290,7 +289,7 @@ async fn page() -> Response {
 }
 
 async fn snapshot(State(dashboard): Shared) -> Response {
-    let report = Sampler::default().sample(&stats::clients(), dashboard.operator_actions);
+    let report = Sampler::default().sample(&crate::inspect::clients(), dashboard.operator_actions);
     let mut response = Json(report).into_response();
     response
         .headers_mut()
@@ -319,7 +318,7 @@ fn reports(
         (ticks, Sampler::default()),
         move |(mut ticks, mut sampler)| async move {
             ticks.tick().await;
-            let report = sampler.sample(&stats::clients(), operator_actions);
+            let report = sampler.sample(&crate::inspect::clients(), operator_actions);
             let event = SseEvent::default()
                 .json_data(&report)
                 .unwrap_or_else(|_| SseEvent::default().comment("report not serializable"));
@@ -360,7 +359,7 @@ async fn force(
     Json(request): Json<ForceRequest>,
 ) -> Response {
     let force = Force::from(request.force);
-    let forced = stats::clients()
+    let forced = crate::inspect::clients()
         .iter()
         .filter(|c| c.snapshot().service == service)
         .filter(|c| c.force(&method, force))

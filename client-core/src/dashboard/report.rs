@@ -15,8 +15,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use tokio::time::Instant;
 
+use crate::inspect::Observed;
 use crate::inspect::{ClientSnapshot, InstanceSnapshot, MethodSnapshot};
-use crate::observe::stats::{MethodStatsSnapshot, Observed, Transition};
+use crate::observe::stats::{MethodStatsSnapshot, Transition};
 use crate::observe::{CircuitState, LogLevel};
 use crate::policy::MethodPolicy;
 use crate::policy::circuit::Force;

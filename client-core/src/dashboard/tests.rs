@@ -13,11 +13,12 @@ use tower::ServiceExt;
 
 use super::report::{Sampler, client_report, rates};
 use super::*;
+use crate::inspect::Observed;
 use crate::inspect::{
     BulkheadSnapshot, CircuitSnapshot, ClientSnapshot, InstanceSnapshot, MethodSnapshot,
 };
 use crate::observe::CircuitState;
-use crate::observe::stats::{MethodStatsSnapshot, Observed, Transition};
+use crate::observe::stats::{MethodStatsSnapshot, Transition};
 use crate::policy::MethodPolicy;
 use crate::spec::{Key, MethodDef, Overrides, Value as SpecValue, Verb};
 
@@ -67,7 +68,7 @@ impl Fake {
             forced: Mutex::new(Vec::new()),
         });
         let weak: Weak<dyn Observed> = Arc::downgrade(&fake) as _;
-        crate::observe::stats::register(weak);
+        crate::inspect::register_observed(weak);
         fake
     }
 

@@ -197,7 +197,7 @@ impl MethodMetrics {
             Answer::Error(kind) => metrics::histogram!("http.client.request.duration",
                 "http.request.method" => verb, "url.template" => template,
                 "server.address" => address, "server.port" => port,
-                "error.type" => super::probe::kind_label(kind),
+                "error.type" => kind.label(),
                 "courier.client" => client, "courier.method" => method),
         }
     }
@@ -257,7 +257,7 @@ pub(crate) fn event(event: &Event<'_>) {
         } => {
             metrics::counter!("courier.fallback.calls",
                 "courier.client" => service.to_owned(), "courier.method" => method.to_owned(),
-                "cause" => super::probe::kind_label(cause))
+                "cause" => cause.label())
             .increment(1);
         }
         Event::DiscoveryFailed { service, .. } => {

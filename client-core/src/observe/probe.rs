@@ -116,7 +116,7 @@ impl Probe {
             span.record("courier.attempts", sent);
             match error {
                 None => span.record("courier.outcome", "ok"),
-                Some(e) => span.record("courier.outcome", kind_label(e.kind())),
+                Some(e) => span.record("courier.outcome", e.kind().label()),
             };
         }
         #[cfg(feature = "metrics")]
@@ -197,29 +197,6 @@ impl Probe {
     }
 }
 
-/// An error kind as a field or label value.
-pub(crate) fn kind_label(kind: ErrorKind) -> &'static str {
-    match kind {
-        ErrorKind::Builder => "builder",
-        ErrorKind::InvalidRequest => "invalid_request",
-        ErrorKind::Interceptor => "interceptor",
-        ErrorKind::Connect => "connect",
-        ErrorKind::Timeout => "timeout",
-        ErrorKind::Transport => "transport",
-        ErrorKind::Status => "status",
-        ErrorKind::Body => "body",
-        ErrorKind::Decode => "decode",
-        ErrorKind::CircuitOpen => "circuit_open",
-        ErrorKind::BulkheadFull => "bulkhead_full",
-        ErrorKind::RateLimited => "rate_limited",
-        ErrorKind::Config => "config",
-        ErrorKind::NoInstances => "no_instances",
-        ErrorKind::Auth => "auth",
-        #[allow(unreachable_patterns)] // ErrorKind is non-exhaustive
-        _ => "_OTHER",
-    }
-}
-
 /// One attempt being observed. Dropped without [`finish`](Self::finish)
 /// (cut by its limit, or a hedge that lost), it records itself as timed
 /// out or cancelled.
@@ -271,7 +248,7 @@ impl Attempt<'_> {
                 if !self.span.is_none() {
                     match e.status() {
                         Some(s) => self.span.record("error.type", s.as_str()),
-                        None => self.span.record("error.type", kind_label(e.kind())),
+                        None => self.span.record("error.type", e.kind().label()),
                     };
                 }
                 if self.probe.log.is_on() && e.status().is_none() {

@@ -5,9 +5,8 @@
 //! Per method: calls, failed calls, fallbacks, retries (attempts beyond the
 //! first), a latency histogram of whole calls, and the breaker's last
 //! transitions. A call adds to a few relaxed atomic counters of its method;
-//! nothing is locked on the call path. Every built client is registered
-//! (weakly) in a process-wide list that [`clients`] reads, so a dashboard
-//! finds them without being told.
+//! nothing is locked on the call path. (The process-wide list of built
+//! clients a dashboard reads is [`crate::inspect::clients`].)
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -16,7 +15,6 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::{Duration, SystemTime};
 
 use super::{CircuitState, Event};
-use crate::inspect::ClientSnapshot;
 
 /// Latency buckets: bucket `i` holds calls that took under
 /// `BUCKET_BASE_US × 2^(i/2)` µs (two buckets per doubling), from 50 µs to
@@ -163,41 +161,6 @@ impl MethodStatsSnapshot {
         }
         Some(bucket_upper(latency.len().saturating_sub(1)))
     }
-}
-
-// ===== the registry =====
-
-/// A built client, as the dashboard sees it.
-pub trait Observed: Send + Sync {
-    /// Its state and effective policies.
-    fn snapshot(&self) -> ClientSnapshot;
-
-    /// Its counters, per method.
-    fn stats(&self) -> Vec<MethodStatsSnapshot>;
-
-    /// Forces a method's breaker (an operator's action); `false` for an
-    /// unknown method or one without a breaker.
-    fn force(&self, method: &str, force: crate::policy::circuit::Force) -> bool;
-}
-
-type Registry = Mutex<Vec<Weak<dyn Observed>>>;
-
-fn registry() -> &'static Registry {
-    static REGISTRY: OnceLock<Registry> = OnceLock::new();
-    REGISTRY.get_or_init(|| Mutex::new(Vec::new()))
-}
-
-/// Every built client still alive (any of its clones), in the order built.
-pub fn clients() -> Vec<Arc<dyn Observed>> {
-    let mut list = registry().lock().unwrap_or_else(PoisonError::into_inner);
-    list.retain(|w| w.strong_count() > 0);
-    list.iter().filter_map(Weak::upgrade).collect()
-}
-
-pub(crate) fn register(client: Weak<dyn Observed>) {
-    let mut list = registry().lock().unwrap_or_else(PoisonError::into_inner);
-    list.retain(|w| w.strong_count() > 0);
-    list.push(client);
 }
 
 /// Each method's stats by `(service, method)`, for events (which carry
