@@ -92,6 +92,8 @@
 //! | `#[path("id")]`       | the `{id}` placeholder                                           |
 //! | `#[query]`            | `?name=value` under the parameter's name; `Option` left out when `None`; `Vec`/slice repeated |
 //! | `#[query("n")]`       | the same under the name `n`                                      |
+//! | `#[query(format = "csv")]` | a sequence as one pair, `?id=1,2,3`                         |
+//! | `#[query(map)]`       | a `Serialize` struct's fields as pairs, `?name=Ann&page.size=20` (`nested = "brackets"`: `page[size]=20`; see [`courier_core::query`]) |
 //! | `#[header("Name")]`   | a header; `Option` left out when `None`; CR/LF/NUL refused       |
 //! | `#[body]`             | the body, as JSON (`content-type: application/json`)             |
 //! | `#[form]`             | the body, as `application/x-www-form-urlencoded`                 |

@@ -56,6 +56,7 @@ pub mod inspect;
 pub mod interceptor;
 pub mod observe;
 pub mod policy;
+pub mod query;
 pub mod request;
 pub mod spec;
 mod sync;
@@ -89,6 +90,7 @@ pub mod __private {
     pub use crate::policy::budget::RetryBudget;
     pub use crate::policy::bulkhead::Bulkhead;
     pub use crate::policy::circuit::{CircuitBreaker, Permit, Rejected};
+    pub use crate::query::{Format as QueryFormat, Nesting as QueryNesting};
     pub use crate::request::RequestParts;
     pub use crate::spec;
     pub use crate::{ClientBuilder, Error};

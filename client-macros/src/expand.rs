@@ -237,7 +237,51 @@ fn fill_request(method: &MethodModel) -> Vec<TokenStream> {
         let span = param.ty.span();
         match &param.kind {
             ParamKind::Path(_) => {}
-            ParamKind::Query { name, shape } => out.push(match shape {
+            ParamKind::Query {
+                name,
+                shape: Shape::Repeated,
+                csv: true,
+            } => out.push(quote_spanned! {span=>
+                __courier_req.push_query_csv(#name, #ident.iter());
+            }),
+            ParamKind::Query {
+                name,
+                shape: Shape::OptionalRepeated,
+                csv: true,
+            } => out.push(quote_spanned! {span=>
+                if let ::core::option::Option::Some(__courier_vs) = &#ident {
+                    __courier_req.push_query_csv(#name, __courier_vs.iter());
+                }
+            }),
+            ParamKind::QueryMap {
+                name,
+                optional,
+                brackets,
+                csv,
+            } => {
+                let nesting = if *brackets {
+                    quote!(::courier::__private::QueryNesting::Brackets)
+                } else {
+                    quote!(::courier::__private::QueryNesting::Dots)
+                };
+                let format = if *csv {
+                    quote!(::courier::__private::QueryFormat::Csv)
+                } else {
+                    quote!(::courier::__private::QueryFormat::Multi)
+                };
+                out.push(if *optional {
+                    quote_spanned! {span=>
+                        if let ::core::option::Option::Some(__courier_v) = &#ident {
+                            __courier_req.push_query_map(#name, __courier_v, #nesting, #format)?;
+                        }
+                    }
+                } else {
+                    quote_spanned! {span=>
+                        __courier_req.push_query_map(#name, &#ident, #nesting, #format)?;
+                    }
+                });
+            }
+            ParamKind::Query { name, shape, .. } => out.push(match shape {
                 Shape::One => quote_spanned! {span=>
                     __courier_req.push_query(#name, &#ident);
                 },

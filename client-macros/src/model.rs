@@ -26,8 +26,8 @@ fn method_attrs() -> String {
 }
 
 /// Attributes courier reads on a parameter, for error messages.
-const PARAM_ATTRS: &str = "#[query], #[query(\"name\")], #[header(\"Name\")], #[body], #[form], \
-                           #[path(\"name\")]";
+const PARAM_ATTRS: &str = "#[query], #[query(\"name\")], #[query(format = \"csv\")], \
+                           #[query(map)], #[header(\"Name\")], #[body], #[form], #[path(\"name\")]";
 
 /// Attributes of Rust itself that may sit on a trait or method and are kept.
 const PASSTHROUGH: &[&str] = &[
@@ -129,6 +129,18 @@ pub(crate) enum ParamKind {
     Query {
         name: String,
         shape: Shape,
+        /// A sequence written as one `name=a,b` pair.
+        csv: bool,
+    },
+    /// A `Serialize` value whose fields are the query pairs.
+    QueryMap {
+        /// The parameter's name, for errors.
+        name: String,
+        /// `Option<T>`: nothing when `None`.
+        optional: bool,
+        /// `outer.inner` (false) or `outer[inner]` (true).
+        brackets: bool,
+        csv: bool,
     },
     Header {
         /// Lower-case, checked header name.
@@ -821,10 +833,7 @@ fn parse_params(
         pt.attrs.retain(|attr| {
             let name = attr_name(attr).unwrap_or_default();
             let parsed = match name.as_str() {
-                "query" => optional_name(attr, &ident).map(|name| ParamKind::Query {
-                    name,
-                    shape: query_shape(&ty),
-                }),
+                "query" => query_kind(attr, &ident, &ty),
                 "header" => attr
                     .parse_args::<LitStr>()
                     .map_err(|_| {
@@ -955,6 +964,148 @@ fn placeholder_names(pieces: &[Piece]) -> impl Iterator<Item = &str> {
     pieces.iter().filter_map(|p| match p {
         Piece::Param { name, .. } => Some(name.as_str()),
         _ => None,
+    })
+}
+
+/// What `#[query(…)]` says, each with its token for errors.
+#[derive(Default)]
+struct QueryArgs {
+    name: Option<LitStr>,
+    map: Option<Ident>,
+    /// `nested = "brackets"` (true) or `"dots"`.
+    nested: Option<(bool, LitStr)>,
+    /// `format = "csv"` (true) or `"multi"`.
+    format: Option<(bool, LitStr)>,
+}
+
+/// Parses `#[query]`, `#[query("name")]`, `#[query("name", format = "csv")]`,
+/// `#[query(map)]`, `#[query(map, nested = "brackets", format = "csv")]`.
+fn query_args(attr: &Attribute) -> syn::Result<QueryArgs> {
+    let mut args = QueryArgs::default();
+    if let syn::Meta::Path(_) = attr.meta {
+        return Ok(args);
+    }
+    attr.parse_args_with(|input: syn::parse::ParseStream<'_>| {
+        let mut first = true;
+        while !input.is_empty() {
+            if input.peek(LitStr) {
+                let lit: LitStr = input.parse()?;
+                if !first {
+                    return Err(syn::Error::new_spanned(
+                        &lit,
+                        "the name comes first: #[query(\"name\", format = \"csv\")]",
+                    ));
+                }
+                if lit.value().is_empty() {
+                    return Err(syn::Error::new_spanned(lit, "the name cannot be empty"));
+                }
+                args.name = Some(lit);
+            } else {
+                let key: Ident = input.parse()?;
+                match key.to_string().as_str() {
+                    "map" => args.map = Some(key),
+                    "nested" => {
+                        input.parse::<syn::Token![=]>()?;
+                        let lit: LitStr = input.parse()?;
+                        let brackets = match lit.value().as_str() {
+                            "dots" => false,
+                            "brackets" => true,
+                            other => {
+                                return Err(syn::Error::new_spanned(
+                                    &lit,
+                                    format!(
+                                        "`nested` is \"dots\" (outer.inner=…) or \"brackets\" \
+                                         (outer[inner]=…), not \"{other}\""
+                                    ),
+                                ));
+                            }
+                        };
+                        args.nested = Some((brackets, lit));
+                    }
+                    "format" => {
+                        input.parse::<syn::Token![=]>()?;
+                        let lit: LitStr = input.parse()?;
+                        let csv = match lit.value().as_str() {
+                            "multi" => false,
+                            "csv" => true,
+                            other => {
+                                return Err(syn::Error::new_spanned(
+                                    &lit,
+                                    format!(
+                                        "`format` is \"multi\" (name=a&name=b) or \"csv\" \
+                                         (name=a,b), not \"{other}\""
+                                    ),
+                                ));
+                            }
+                        };
+                        args.format = Some((csv, lit));
+                    }
+                    other => {
+                        return Err(syn::Error::new(
+                            key.span(),
+                            format!(
+                                "unknown #[query] argument `{other}`; expected a name (\"q\"), \
+                                 `map`, `nested = \"dots\"|\"brackets\"` or \
+                                 `format = \"multi\"|\"csv\"`"
+                            ),
+                        ));
+                    }
+                }
+            }
+            first = false;
+            if !input.is_empty() {
+                input.parse::<syn::Token![,]>()?;
+            }
+        }
+        Ok(())
+    })?;
+    Ok(args)
+}
+
+/// `#[query(…)]` on a parameter of type `ty`: a pair (or pairs) of its own
+/// name, or a query map.
+fn query_kind(attr: &Attribute, ident: &Ident, ty: &Type) -> syn::Result<ParamKind> {
+    let args = query_args(attr)?;
+    let own = ident.to_string();
+    let own = own.strip_prefix("r#").unwrap_or(&own).to_owned();
+    let csv = args.format.as_ref().is_some_and(|(csv, _)| *csv);
+    if args.map.is_some() {
+        if let Some(name) = &args.name {
+            return Err(syn::Error::new_spanned(
+                name,
+                "a query map's fields name its pairs: drop the name",
+            ));
+        }
+        return Ok(ParamKind::QueryMap {
+            name: own,
+            optional: option_inner(ty).is_some(),
+            brackets: args.nested.is_some_and(|(brackets, _)| brackets),
+            csv,
+        });
+    }
+    if let Some((_, lit)) = &args.nested {
+        return Err(syn::Error::new_spanned(
+            lit,
+            "`nested` names a query map's nested fields: #[query(map, nested = \"brackets\")]",
+        ));
+    }
+    let shape = query_shape(ty);
+    if let Some((true, lit)) = &args.format
+        && matches!(shape, Shape::One | Shape::Optional)
+    {
+        return Err(syn::Error::new_spanned(
+            lit,
+            format!(
+                "`format = \"csv\"` joins a sequence's items, and `{own}` is not a sequence \
+                 (Vec<T>, [T; N], &[T]); for a struct whose fields are the pairs, use \
+                 #[query(map)]"
+            ),
+        ));
+    }
+    Ok(ParamKind::Query {
+        name: args.name.map_or(own, |lit| lit.value()),
+        shape,
+        csv,
     })
 }
 
