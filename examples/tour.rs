@@ -29,6 +29,15 @@ pub struct User {
     pub name: String,
 }
 
+/// A search filter, sent as query pairs; `None` fields are left out.
+#[derive(Debug, Serialize)]
+pub struct UserFilter {
+    /// Part of the name.
+    pub name: String,
+    /// The page, from 1.
+    pub page: Option<u32>,
+}
+
 /// What creating a user takes.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct NewUser {
@@ -50,6 +59,17 @@ pub trait Users {
         #[query] name: &str,
         #[query("page")] page: Option<u32>,
     ) -> Result<Vec<User>, Error>;
+
+    /// The same search, its filter a struct whose fields are the query
+    /// pairs (Spring's `@SpringQueryMap`).
+    #[get("/users")]
+    async fn search(&self, #[query(map)] filter: &UserFilter) -> Result<Vec<User>, Error>;
+
+    /// One user by id, at most 2 calls a second (a partner's quota): the
+    /// third call in a burst fails at once, nothing sent.
+    #[get("/users/{id}")]
+    #[rate_limit(per_second = 2, burst = 2)]
+    async fn get_metered(&self, id: u64) -> Result<User, Error>;
 
     /// Creates a user; the key makes a repeated request harmless.
     #[post("/users")]
@@ -388,6 +408,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let found = users.find("al", Some(1)).await?;
     println!("-> {} users: {found:?}", found.len());
 
+    step(
+        "a query map: users.search(&UserFilter { name: \"al\", page: None })  ->  GET /api/v1/users?name=al",
+    );
+    let filter = UserFilter {
+        name: "al".into(),
+        page: None,
+    };
+    let found = users.search(&filter).await?;
+    println!("-> {} users: {found:?}", found.len());
+
     step("a POST with a JSON body and a header: users.create(&NewUser { .. }, \"key-1\")");
     let carol = users
         .create(
@@ -460,6 +490,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             started.elapsed(),
             e.is_timeout()
         ),
+    }
+
+    step(
+        "a rate limit: users.get_metered(1) four times at once, #[rate_limit(per_second = 2, burst = 2)]",
+    );
+    let metered = futures::future::join_all((0..4).map(|_| users.get_metered(1))).await;
+    for answer in &metered {
+        match answer {
+            Ok(user) => println!("-> {user:?}"),
+            Err(e) => println!(
+                "-> refused, nothing sent: {e} (is_rate_limited: {})",
+                e.is_rate_limited()
+            ),
+        }
     }
 
     step("a breaker opening, then the fallback answering: the inventory service goes down");

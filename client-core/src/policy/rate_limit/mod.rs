@@ -169,15 +169,15 @@ impl RateLimiter {
         let due_in = Duration::from_nanos(due_in);
         let message = match why {
             Refusal::NotFree => {
-                format!("rate limit of {per_second}/s (burst {burst}) reached: no permit free")
+                format!("{per_second}/s (burst {burst}): no permit free")
             }
             Refusal::MaxWait(max_wait) => format!(
-                "rate limit of {per_second}/s (burst {burst}) reached: the next permit is due \
-                 in {due_in:?}, beyond max_wait ({max_wait:?})"
+                "{per_second}/s (burst {burst}): the next permit is due in {due_in:.1?}, \
+                 beyond max_wait ({max_wait:?})"
             ),
             Refusal::Deadline => format!(
-                "rate limit of {per_second}/s (burst {burst}) reached: the next permit is due \
-                 in {due_in:?}, too late for the call's deadline"
+                "{per_second}/s (burst {burst}): the next permit is due in {due_in:.1?}, too \
+                 late for the call's deadline"
             ),
         };
         Error::new(ErrorKind::RateLimited, message)
