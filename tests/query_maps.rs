@@ -71,7 +71,19 @@ trait People {
     ) -> Result<String, Error>;
 
     #[get("/people")]
+    async fn nested(
+        &self,
+        #[query(map, nested = "brackets")] filter: &Filter,
+    ) -> Result<String, Error>;
+
+    #[get("/people")]
     async fn any(&self, #[query(map)] filter: &serde_json::Value) -> Result<String, Error>;
+
+    #[get("/people")]
+    async fn any_bracketed(
+        &self,
+        #[query(map, nested = "brackets")] filter: &serde_json::Value,
+    ) -> Result<String, Error>;
 }
 
 fn people(server: &MockServer) -> PeopleClient {
@@ -167,4 +179,39 @@ async fn what_has_no_query_form_is_refused_before_sending() {
         "{e}"
     );
     assert_eq!(received(&server).await, 0);
+}
+
+/// With brackets, a sequence's key is `key[]`: Rails, Rack and PHP keep
+/// only the last of repeated plain keys.
+#[tokio::test]
+async fn brackets_write_a_sequence_as_a_list_rails_and_php_read_whole() {
+    let server = answering(ResponseTemplate::new(200)).await;
+    let c = people(&server);
+    c.nested(&filter()).await.expect("sent");
+    assert_eq!(
+        last_query(&server).await.as_deref(),
+        Some("name=Ann%20Lee&page%5Bsize%5D=20&status=on_hold&tags%5B%5D=a&tags%5B%5D=b%2Cc")
+    );
+}
+
+/// Keys a server would misread are refused: two fields that come out as
+/// one key, an empty name, a bracket in a name under brackets; a null
+/// (an `Option` the macro could not see) adds nothing.
+#[tokio::test]
+async fn ambiguous_keys_are_refused_and_a_null_adds_nothing() {
+    let server = answering(ResponseTemplate::new(200)).await;
+    let c = people(&server);
+    let twice = serde_json::json!({ "page.size": 1, "page": { "size": 2 } });
+    let e = c.any(&twice).await.expect_err("one key from two fields");
+    assert!(e.to_string().contains("`page.size`"), "{e}");
+    let empty = serde_json::json!({ "a": { "": 1 } });
+    let e = c.any(&empty).await.expect_err("an empty name");
+    assert!(e.to_string().contains("empty name"), "{e}");
+    let bracket = serde_json::json!({ "a]b": 1 });
+    let e = c.any_bracketed(&bracket).await.expect_err("a bracket");
+    assert!(e.to_string().contains("`a]b`"), "{e}");
+    assert_eq!(received(&server).await, 0, "nothing sent");
+
+    c.any(&serde_json::Value::Null).await.expect("sent");
+    assert_eq!(last_query(&server).await, None);
 }

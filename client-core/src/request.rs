@@ -463,7 +463,7 @@ mod tests {
 
             /// Any map of names to lists flattens to exactly its pairs
             /// (lists repeated, empty lists left out), in name order, and
-            /// they survive the URL.
+            /// they survive the URL; an empty name is refused whole.
             #[test]
             fn a_query_map_of_lists_flattens_to_its_pairs(
                 map in prop::collection::btree_map(any::<String>(), prop::collection::vec(any::<String>(), 0..3), 0..4)
@@ -471,6 +471,12 @@ mod tests {
                 let mut r = RequestParts::new("http://h", 0);
                 r.push_literal("/s");
                 let pushed = r.push_query_map("f", &map, crate::query::Nesting::Dots, crate::query::Format::Multi);
+                if map.contains_key("") {
+                    // An empty name has no query form: refused, nothing written.
+                    prop_assert!(pushed.is_err_and(|e| e.to_string().contains("empty name")));
+                    prop_assert_eq!(r.path_and_query(), "/s");
+                    return Ok(());
+                }
                 prop_assert!(pushed.is_ok());
                 let expected: Vec<(String, String)> = map
                     .iter()

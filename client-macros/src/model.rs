@@ -1002,6 +1002,18 @@ fn query_args(attr: &Attribute) -> syn::Result<QueryArgs> {
                 args.name = Some(lit);
             } else {
                 let key: Ident = input.parse()?;
+                let seen = match key.to_string().as_str() {
+                    "map" => args.map.is_some(),
+                    "nested" => args.nested.is_some(),
+                    "format" => args.format.is_some(),
+                    _ => false,
+                };
+                if seen {
+                    return Err(syn::Error::new(
+                        key.span(),
+                        format!("`{key}` is given twice"),
+                    ));
+                }
                 match key.to_string().as_str() {
                     "map" => args.map = Some(key),
                     "nested" => {
@@ -1074,6 +1086,21 @@ fn query_kind(attr: &Attribute, ident: &Ident, ty: &Type) -> syn::Result<ParamKi
             return Err(syn::Error::new_spanned(
                 name,
                 "a query map's fields name its pairs: drop the name",
+            ));
+        }
+        let inner = option_inner(ty).unwrap_or(ty);
+        if is_sequence(inner) || is_scalar(inner) {
+            return Err(syn::Error::new_spanned(
+                ty,
+                format!(
+                    "a query map is a struct or a map whose fields are the pairs, and `{own}` \
+                     is {}: use #[query] (with format = \"csv\" to join a sequence)",
+                    if is_sequence(inner) {
+                        "a sequence"
+                    } else {
+                        "a single value"
+                    }
+                ),
             ));
         }
         return Ok(ParamKind::QueryMap {
@@ -1166,6 +1193,24 @@ fn generic_arg<'a>(ty: &'a Type, name: &str) -> Option<&'a Type> {
 
 fn option_inner(ty: &Type) -> Option<&Type> {
     generic_arg(ty, "Option")
+}
+
+/// A type that is one value, never a struct: strings and primitives.
+fn is_scalar(ty: &Type) -> bool {
+    const SCALARS: &[&str] = &[
+        "str", "String", "bool", "char", "u8", "u16", "u32", "u64", "u128", "usize", "i8", "i16",
+        "i32", "i64", "i128", "isize", "f32", "f64",
+    ];
+    match peel(ty) {
+        Type::Path(TypePath {
+            qself: None, path, ..
+        }) => path
+            .segments
+            .last()
+            .is_some_and(|s| s.arguments.is_none() && SCALARS.iter().any(|n| s.ident == n)),
+        Type::Tuple(t) => t.elems.is_empty(),
+        _ => false,
+    }
 }
 
 fn is_sequence(ty: &Type) -> bool {

@@ -27,6 +27,15 @@ trait Svc {
 
     #[get("/g")]
     async fn g(&self, #[query(mapp)] f: &Filter) -> Result<(), Error>;
+
+    #[get("/h")]
+    async fn h(&self, #[query(map)] f: Vec<Filter>) -> Result<(), Error>;
+
+    #[get("/i")]
+    async fn i(&self, #[query(map)] f: Option<&str>) -> Result<(), Error>;
+
+    #[get("/j")]
+    async fn j(&self, #[query(format = "csv", format = "multi")] q: &[u32]) -> Result<(), Error>;
 }
 
 fn main() {}
