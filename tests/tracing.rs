@@ -215,3 +215,108 @@ async fn the_trace_continues_into_the_called_service() {
     assert_eq!(served.parent_span_id, attempt.span_context.span_id());
     assert!(served.parent_span_is_remote);
 }
+
+#[client(name = "catalog")]
+#[retry(disabled)]
+#[circuit_breaker(disabled)]
+trait Catalog {
+    /// Hedged after 50 ms: the first attempt is slow.
+    #[get("/items/{id}")]
+    #[hedge(delay = "50ms", max_extra = 1)]
+    async fn item(&self, id: u64) -> Result<String, Error>;
+
+    /// Always 503: the fallback answers.
+    #[get("/down")]
+    async fn down(&self) -> Result<String, Error>;
+}
+
+struct Cached;
+
+#[courier::async_trait]
+impl Catalog for Cached {
+    async fn item(&self, _: u64) -> Result<String, Error> {
+        Ok("cached".into())
+    }
+    async fn down(&self) -> Result<String, Error> {
+        Ok("cached".into())
+    }
+}
+
+/// The fields the first test does not reach: a hedge's resend count, the
+/// instance discovery picked, and a call the fallback answered.
+#[tokio::test]
+async fn hedges_instances_and_fallbacks_are_on_the_spans() {
+    use courier::{Instance, StaticDiscovery};
+    use wiremock::matchers::path;
+    use wiremock::{Mock, ResponseTemplate};
+
+    let (provider, exporter) = provider();
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    // The first request to /items/1 is slow, the hedge is answered at once.
+    let server = MockServer::start().await;
+    Mock::given(path("/items/1"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_string("slow")
+                .set_delay(std::time::Duration::from_millis(500)),
+        )
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(path("/items/1"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("fast"))
+        .mount(&server)
+        .await;
+    Mock::given(path("/down"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&server)
+        .await;
+    let discovery = StaticDiscovery::new().with("catalog", [Instance::new("node-a", server.uri())]);
+    let catalog = support::builder::<CatalogClient>()
+        .discovery(discovery)
+        .fallback(Cached)
+        .build()
+        .expect("valid");
+
+    assert_eq!(catalog.item(1).await.ok().as_deref(), Some("fast"));
+    assert_eq!(catalog.down().await.ok().as_deref(), Some("cached"));
+    let _ = provider.force_flush();
+    let spans = exporter.get_finished_spans().expect("spans");
+
+    let mut hedged: Vec<&SpanData> = spans
+        .iter()
+        .filter(|s| s.name == "GET /items/{id}")
+        .collect();
+    hedged.sort_by_key(|s| s.start_time);
+    assert_eq!(hedged.len(), 2, "the attempt and its hedge");
+    assert_eq!(int(hedged[0], "http.request.resend_count"), None);
+    assert_eq!(int(hedged[1], "http.request.resend_count"), Some(1));
+    for attempt in &hedged {
+        assert_eq!(
+            string(attempt, "courier.instance").as_deref(),
+            Some("node-a")
+        );
+    }
+
+    let calls: Vec<&SpanData> = spans.iter().filter(|s| s.name == "courier.call").collect();
+    let fell_back = calls
+        .iter()
+        .find(|s| string(s, "courier.method").as_deref() == Some("down"))
+        .expect("the call span of down()");
+    assert_eq!(
+        attr(fell_back, "courier.fallback"),
+        Some(&Value::Bool(true))
+    );
+    assert_eq!(
+        string(fell_back, "courier.outcome").as_deref(),
+        Some("status")
+    );
+    let answered = calls
+        .iter()
+        .find(|s| string(s, "courier.method").as_deref() == Some("item"))
+        .expect("the call span of item()");
+    assert_eq!(attr(answered, "courier.fallback"), None);
+}
