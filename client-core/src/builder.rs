@@ -74,6 +74,8 @@ pub struct ClientBuilder<C: ClientSpec> {
     max_response_bytes: usize,
     interceptors: Vec<Hook>,
     layers: Vec<Box<dyn FnOnce(HttpService) -> HttpService + Send>>,
+    #[cfg(feature = "decompression")]
+    decompression: bool,
     redirects: Redirects,
     config: Option<(String, ClientConfig)>,
     budget: Option<(f32, u32)>,
@@ -108,6 +110,8 @@ impl<C: ClientSpec> ClientBuilder<C> {
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             interceptors: Vec::new(),
             layers: Vec::new(),
+            #[cfg(feature = "decompression")]
+            decompression: true,
             redirects: Redirects::default(),
             config: None,
             budget: Some((defaults::BUDGET_RATIO, defaults::BUDGET_MIN_PER_SEC)),
@@ -299,17 +303,24 @@ impl<C: ClientSpec> ClientBuilder<C> {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        use http_body_util::BodyExt as _;
-        use tower::ServiceExt as _;
-        self.layers.push(Box::new(move |inner: HttpService| {
-            let service = layer
-                .layer(inner)
-                .map_response(|response: http::Response<B>| {
-                    response.map(|body| body.map_err(Into::into).boxed_unsync())
-                })
-                .map_err(Into::into);
-            HttpService::new(service)
-        }));
+        self.layers.push(boxed_layer(layer));
+        self
+    }
+
+    /// Whether compressed responses are decoded (features `gzip`,
+    /// `deflate`, `brotli`, `zstd`): requests then say `Accept-Encoding`
+    /// with the enabled encodings, and a response in one of them is
+    /// decoded before the size limit and the decoder see it (a small
+    /// body that expands past `max_response_bytes` fails as too large, its
+    /// expansion never buffered). The decoder is tower-http's
+    /// `DecompressionLayer`, innermost around the transport, so the layers
+    /// added with [`layer`](Self::layer) see decoded responses; it puts
+    /// every call on the layered path (one boxed service per attempt).
+    ///
+    /// Default is on when any of those features is.
+    #[cfg(feature = "decompression")]
+    pub fn decompression(mut self, on: bool) -> Self {
+        self.decompression = on;
         self
     }
 
@@ -633,12 +644,21 @@ impl<C: ClientSpec> ClientBuilder<C> {
             let hook = auth.into_hook(def, http, &self.events)?;
             hooks.push(Hook::Async(Arc::new(hook)));
         }
-        let transport = match self.layers.is_empty() {
+        #[cfg_attr(not(feature = "decompression"), allow(unused_mut))]
+        let mut layers = self.layers;
+        #[cfg(feature = "decompression")]
+        if self.decompression {
+            // Added last, so innermost: the user's layers see decoded bodies.
+            layers.push(boxed_layer(
+                tower_http::decompression::DecompressionLayer::new(),
+            ));
+        }
+        let transport = match layers.is_empty() {
             true => transport,
             false => {
                 // The first layer added is the outermost: wrap in reverse.
                 let mut service = transport.into_service();
-                for layer in self.layers.into_iter().rev() {
+                for layer in layers.into_iter().rev() {
                     service = layer(service);
                 }
                 Transport::Layered(service)
@@ -665,6 +685,30 @@ impl<C: ClientSpec> ClientBuilder<C> {
         crate::inspect::register(&runtime);
         Ok(C::from_runtime(runtime))
     }
+}
+
+/// A tower layer as a step of the transport stack: its service, with the
+/// response body and error boxed so every step has one type.
+fn boxed_layer<L, S, B>(layer: L) -> Box<dyn FnOnce(HttpService) -> HttpService + Send>
+where
+    L: tower::Layer<HttpService, Service = S> + Send + 'static,
+    S: tower::Service<HttpRequest, Response = http::Response<B>> + Clone + Send + Sync + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    use http_body_util::BodyExt as _;
+    use tower::ServiceExt as _;
+    Box::new(move |inner: HttpService| {
+        let service = layer
+            .layer(inner)
+            .map_response(|response: http::Response<B>| {
+                response.map(|body| body.map_err(Into::into).boxed_unsync())
+            })
+            .map_err(Into::into);
+        HttpService::new(service)
+    })
 }
 
 /// A balancer fed by `discovery`, kept up to date by a task on the current

@@ -44,8 +44,20 @@ pub(crate) fn transport() -> Transport {
 
 /// `C::builder()` on the transport under test: what every test that sends
 /// starts from (`tests/matrix.rs` checks that they do).
+///
+/// Response decompression is off: the suite runs with every feature, and
+/// with it on every client would take the layered path, leaving untested
+/// the direct one that users without a compression feature get.
+/// `tests/compression.rs` turns it back on.
 pub(crate) fn builder<C: ClientSpec>() -> ClientBuilder<C> {
     let builder = ClientBuilder::<C>::new();
+    #[cfg(any(
+        feature = "gzip",
+        feature = "deflate",
+        feature = "brotli",
+        feature = "zstd"
+    ))]
+    let builder = builder.decompression(false);
     match transport() {
         Transport::Reqwest => builder,
         Transport::Hyper => builder.hyper_transport(courier::transport::HyperTransport::new()),
