@@ -146,6 +146,8 @@
 //! - `#[hedge(delay = "50ms", max_extra = 1)]`: off by default;
 //! - `#[log(level = "basic", body_limit = 4096)]`: Feign's HTTP log levels
 //!   (`none`, `basic`, `headers`, `full`), secrets masked;
+//! - `#[compress(min_size = "1KiB")]`: off by default; request bodies of at
+//!   least `min_size` sent gzip-compressed (`Content-Encoding: gzip`);
 //! - `#[idempotent]`: a POST or PATCH that is safe to repeat.
 //!
 //! A [`Config`] file overrides any of them without recompiling, and the

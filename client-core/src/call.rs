@@ -88,6 +88,9 @@ impl<'a> MethodCall<'a> {
         if let Err(e) = fill(&mut parts) {
             return Err(self.locate(e, &parts));
         }
+        if let Some(min_size) = self.method.policy.compress {
+            parts.compress_body(min_size);
+        }
         let sent = AtomicU32::new(0);
         let last_instance = AtomicU64::new(0);
         let attempt = |info| self.attempt::<D>(&parts, &sent, &last_instance, info);

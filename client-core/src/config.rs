@@ -18,7 +18,8 @@
 //! min_calls, failure_rate, slow_call, slow_call_rate, open_for,
 //! half_open_calls}`; `rate_limit.{disabled, per_second, burst, max_wait}`;
 //! `bulkhead.{disabled, max_concurrent, max_wait}`;
-//! `hedge.{disabled, delay, max_extra}`; `log.{level, body_limit}`.
+//! `hedge.{disabled, delay, max_extra}`; `log.{level, body_limit}`;
+//! `compress.{disabled, min_size}`.
 //! Durations are written as in the attributes (`"300ms"`, `"2s"`,
 //! `"1m 30s"`, at most a day), a back-off as `"50ms..1s"`, a log level as
 //! `"basic"`.

@@ -9,7 +9,7 @@
 use std::fmt;
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
+use http::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderName, HeaderValue};
 use serde::Serialize;
 
 use crate::Error;
@@ -258,6 +258,42 @@ impl RequestParts {
         Ok(())
     }
 
+    /// Compresses the body with gzip (`#[compress]`) when it has at least
+    /// `min_size` bytes, its content type is not one that is compressed
+    /// already (images, audio, video, archives), no `Content-Encoding` was
+    /// set (never twice), and gzip makes it smaller; then says so in
+    /// `Content-Encoding`. Done once per call: every attempt sends the same
+    /// compressed bytes.
+    pub(crate) fn compress_body(&mut self, min_size: u32) {
+        let Some(body) = &self.body else {
+            return;
+        };
+        let min = usize::try_from(min_size).unwrap_or(usize::MAX);
+        if body.len() < min
+            || self.headers.iter().any(|(name, value)| {
+                name == CONTENT_ENCODING || (name == CONTENT_TYPE && is_compressed_type(value))
+            })
+        {
+            return;
+        }
+        let mut encoder = flate2::write::GzEncoder::new(
+            Vec::with_capacity(body.len() / 4),
+            flate2::Compression::fast(),
+        );
+        // Writing into a Vec cannot fail.
+        if std::io::Write::write_all(&mut encoder, body).is_err() {
+            return;
+        }
+        match encoder.finish() {
+            Ok(gzipped) if gzipped.len() < body.len() => {
+                self.body = Some(Bytes::from(gzipped));
+                self.headers
+                    .push((CONTENT_ENCODING, HeaderValue::from_static("gzip")));
+            }
+            _ => {}
+        }
+    }
+
     fn set_body(&mut self, body: Bytes, content_type: &'static str) {
         self.headers
             .push((CONTENT_TYPE, HeaderValue::from_static(content_type)));
@@ -273,6 +309,33 @@ impl fmt::Debug for RequestParts {
             .field("body_len", &self.body.as_ref().map(Bytes::len))
             .finish()
     }
+}
+
+/// Whether a content type is one that is compressed already, so gzip would
+/// only cost time.
+fn is_compressed_type(value: &HeaderValue) -> bool {
+    let Ok(text) = value.to_str() else {
+        return false;
+    };
+    let essence = text
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    (essence.starts_with("image/") && essence != "image/svg+xml")
+        || essence.starts_with("audio/")
+        || essence.starts_with("video/")
+        || matches!(
+            essence.as_str(),
+            "application/gzip"
+                | "application/x-gzip"
+                | "application/zip"
+                | "application/zstd"
+                | "application/x-bzip2"
+                | "application/x-7z-compressed"
+                | "application/x-xz"
+        )
 }
 
 /// Checks a header value and marks it sensitive when the header's name says

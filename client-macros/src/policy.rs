@@ -210,6 +210,18 @@ fn value(meta: &ParseNestedMeta<'_>, info: &KeyInfo) -> syn::Result<Value> {
             span = lit.span();
             raw = Raw::Int(n);
         }
+        Kind::Size { .. } => {
+            if input.peek(LitStr) {
+                let lit: LitStr = input.parse()?;
+                text = lit.value();
+                span = lit.span();
+                raw = Raw::Text(&text);
+            } else {
+                let lit: LitInt = input.parse().map_err(|_| expected("a size"))?;
+                span = lit.span();
+                raw = Raw::Int(lit.base10_parse()?);
+            }
+        }
         Kind::Codes => {
             let content;
             syn::bracketed!(content in input);

@@ -225,6 +225,12 @@ pub enum Kind {
     Backoff,
     /// One of a fixed set of words (`"basic"`), stored as its index.
     Choice(&'static [&'static str]),
+    /// A size in bytes, `"1KiB"`, `"64KB"`, `"512B"` or a plain number,
+    /// up to `max`; stored as a [`Value::Count`].
+    Size {
+        /// The largest allowed, in bytes.
+        max: u32,
+    },
 }
 
 impl Kind {
@@ -238,6 +244,7 @@ impl Kind {
             Kind::Codes => "[429, 503]",
             Kind::Backoff => "\"50ms..1s\"",
             Kind::Choice(_) => "\"basic\"",
+            Kind::Size { .. } => "\"1KiB\"",
         }
     }
 }
@@ -292,6 +299,8 @@ pub enum Key {
     HedgeMaxExtra,
     LogLevel,
     LogBodyLimit,
+    CompressEnabled,
+    CompressMinSize,
 }
 
 impl Key {
@@ -351,6 +360,11 @@ pub const SECTIONS: &[Section] = &[
     Section {
         name: "log",
         switch: None,
+        single: None,
+    },
+    Section {
+        name: "compress",
+        switch: Some(Key::CompressEnabled),
         single: None,
     },
 ];
@@ -458,6 +472,10 @@ keys! {
         "what is logged of each attempt: none, basic, headers or full";
     LogBodyLimit: "log"."body_limit", Kind::Count { min: 0, max: 1 << 20 },
         Some(Value::Count(4096)), "bytes of a body logged at level full";
+    CompressEnabled: "compress"."enabled", Kind::Switch, Some(Value::Switch(false)),
+        "whether request bodies are sent gzip-compressed";
+    CompressMinSize: "compress"."min_size", Kind::Size { max: 1 << 30 },
+        Some(Value::Count(1024)), "bodies smaller than this are sent as they are";
 }
 
 /// The keys of a section, switch first.
@@ -550,6 +568,32 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .map_err(|e| format!("`{text}` is not a duration like \"300ms\" or \"2s\" ({e})"))
 }
 
+/// Parses a size: a number of bytes with an optional unit, `B`, `KB`/`kB`
+/// (1000), `KiB` (1024), `MB`, `MiB`, `GB`, `GiB`.
+///
+/// # Errors
+/// A message showing the expected form, also for a size past `u64`.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let bad = || format!("`{text}` is not a size like \"1KiB\", \"64KB\" or \"512B\"");
+    let trimmed = text.trim();
+    let digits = trimmed
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(digits);
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KB" | "kB" => 1_000,
+        "KiB" => 1 << 10,
+        "MB" => 1_000_000,
+        "MiB" => 1 << 20,
+        "GB" => 1_000_000_000,
+        "GiB" => 1 << 30,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(scale).ok_or_else(bad)
+}
+
 /// Parses `"50ms..1s"`, shorter first.
 ///
 /// # Errors
@@ -625,7 +669,21 @@ pub fn check(info: &KeyInfo, raw: &Raw<'_>) -> Result<Value, String> {
             Some(i) => Ok(Value::Choice(i as u8)),
             None => Err(format!("must be one of {}, not `{text}`", words.join(", "))),
         },
+        (Kind::Size { max }, Raw::Text(text)) => {
+            let n = parse_size(text)?;
+            if n > u64::from(max) {
+                return Err(format!("must be at most {max} bytes, not {text}"));
+            }
+            Ok(Value::Count(n as u32))
+        }
+        (Kind::Size { max }, Raw::Int(n)) => {
+            if *n < 0 || *n > i128::from(max) {
+                return Err(format!("must be from 0 to {max} bytes, not {n}"));
+            }
+            Ok(Value::Count(*n as u32))
+        }
         (Kind::Choice(_), _) => Err(wrong("a word")),
+        (Kind::Size { .. }, _) => Err(wrong("a size")),
         (Kind::Switch, _) => Err(wrong("a boolean")),
         (Kind::Duration { .. }, _) => Err(wrong("a duration")),
         (Kind::Backoff, _) => Err(wrong("a back-off range")),
@@ -749,6 +807,24 @@ mod tests {
             .with(Key::CircuitMinCalls, Value::Count(10));
         let e = check_level(&level).err().unwrap_or_default();
         assert!(e.contains("min_calls") && e.contains("window"), "{e}");
+    }
+
+    #[test]
+    fn sizes_have_units_and_limits() {
+        assert_eq!(parse_size("1KiB"), Ok(1024));
+        assert_eq!(parse_size("64KB"), Ok(64_000));
+        assert_eq!(parse_size("512B"), Ok(512));
+        assert_eq!(parse_size("2 MiB"), Ok(2 << 20));
+        assert_eq!(parse_size("0"), Ok(0));
+        assert!(parse_size("1.5KiB").is_err());
+        assert!(parse_size("KiB").is_err());
+        assert!(parse_size("1 kilobyte").is_err());
+        assert!(parse_size("99999999999999999999GiB").is_err(), "past u64");
+        let info = Key::CompressMinSize.info();
+        assert_eq!(check(info, &Raw::Text("4KiB")), Ok(Value::Count(4096)));
+        assert_eq!(check(info, &Raw::Int(10)), Ok(Value::Count(10)));
+        assert!(check(info, &Raw::Text("2GiB")).is_err_and(|e| e.contains("at most")));
+        assert!(check(info, &Raw::Int(-1)).is_err());
     }
 
     #[test]

@@ -197,6 +197,9 @@ pub struct MethodPolicy {
     pub hedge: Option<HedgePolicy>,
     /// What the HTTP log shows of each attempt.
     pub log: LogPolicy,
+    /// `Some(min_size)` when request bodies of at least `min_size` bytes
+    /// are sent gzip-compressed (`#[compress]`).
+    pub compress: Option<u32>,
 }
 
 /// Resolves keys over levels, most specific first, then the default.
@@ -292,6 +295,9 @@ impl MethodPolicy {
                 _ => 0,
             },
         };
+        let compress = l
+            .switch(Key::CompressEnabled)
+            .then(|| l.count(Key::CompressMinSize));
         MethodPolicy {
             timeout: l
                 .duration(Key::Timeout)
@@ -303,6 +309,7 @@ impl MethodPolicy {
             bulkhead,
             hedge,
             log,
+            compress,
         }
     }
 }
