@@ -11,10 +11,12 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Multipart, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use courier::codec::Text;
+use courier::multipart::Part;
 use courier::{Error, Event, Inspect, client};
 use serde::{Deserialize, Serialize};
 
@@ -78,6 +80,22 @@ pub trait Users {
         #[body] user: &NewUser,
         #[header("Idempotency-Key")] key: &str,
     ) -> Result<User, Error>;
+
+    /// How many users there are, as plain text (`3`): another codec than
+    /// JSON for this one method.
+    #[get("/users/count")]
+    #[codec(Text)]
+    async fn count(&self) -> Result<u64, Error>;
+
+    /// Uploads a user's avatar as `multipart/form-data`: a text field and
+    /// a file part.
+    #[post("/users/{id}/avatar")]
+    async fn upload_avatar(
+        &self,
+        id: u64,
+        #[multipart] caption: &str,
+        #[multipart] image: Part,
+    ) -> Result<String, Error>;
 
     /// One user by id, or `None` when there is no such user (404).
     #[get("/users/{id}")]
@@ -217,6 +235,29 @@ async fn create_user(
     (StatusCode::CREATED, Json(user)).into_response()
 }
 
+async fn count_users(State(db): State<Shared>) -> impl IntoResponse {
+    let count = db.lock().unwrap_or_else(|e| e.into_inner()).users.len();
+    (
+        [("content-type", "text/plain; charset=utf-8")],
+        count.to_string(),
+    )
+}
+
+async fn upload_avatar(Path(id): Path<u64>, mut form: Multipart) -> impl IntoResponse {
+    let mut seen = Vec::new();
+    while let Ok(Some(field)) = form.next_field().await {
+        let name = field.name().unwrap_or_default().to_owned();
+        let file = field.file_name().map(str::to_owned);
+        let kind = field.content_type().map(str::to_owned);
+        let len = field.bytes().await.map_or(0, |b| b.len());
+        seen.push(match (file, kind) {
+            (Some(file), Some(kind)) => format!("{name}={file} ({kind}, {len} bytes)"),
+            _ => format!("{name} ({len} bytes)"),
+        });
+    }
+    format!("user {id}: stored {}", seen.join(", "))
+}
+
 async fn report() -> impl IntoResponse {
     (
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -337,6 +378,11 @@ async fn start_demo_service() -> std::io::Result<(String, Shared)> {
     let app = axum::Router::new()
         .route("/api/v1/users/{id}", get(get_user))
         .route("/api/v1/users", get(find_users).post(create_user))
+        .route("/api/v1/users/count", get(count_users))
+        .route(
+            "/api/v1/users/{id}/avatar",
+            axum::routing::post(upload_avatar),
+        )
         .route("/api/v1/report", get(report))
         .route("/api/v1/legacy/users/{id}", get(legacy_user))
         .route("/api/v1/flaky", get(flaky))
@@ -428,6 +474,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .await?;
     println!("-> created {carol:?}");
+
+    step(
+        "another codec for one method: users.count() reads the count as plain text (#[codec(Text)])",
+    );
+    println!("-> {} users", users.count().await?);
+
+    step("a multipart upload: users.upload_avatar(1, \"me\", Part::bytes(png).file_name(..))");
+    let png = Part::bytes(vec![0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a])
+        .file_name("avatar.png")
+        .content_type("image/png");
+    println!("-> {}", users.upload_avatar(1, "me", png).await?);
 
     step("a 404 read as None: users.lookup(404)");
     let nobody = users.lookup(404).await?;

@@ -262,7 +262,7 @@ pub use courier_core::{
     AsyncInterceptor, Balance, BoxError, CircuitState, ClientBuilder, ClientSnapshot, Config,
     Discovery, Error, ErrorKind, Event, Inspect, Instance, Interceptor, MethodPolicy, Outgoing,
     OutlierEjection, Redirects, Response, StaticDiscovery, balance, builder, codec, config,
-    context, discovery, inspect, interceptor, observe, policy, request, spec, transport,
+    context, discovery, inspect, interceptor, multipart, observe, policy, request, spec, transport,
 };
 
 #[cfg(feature = "auth")]

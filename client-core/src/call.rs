@@ -215,7 +215,7 @@ impl<C: ClientSpec> Runtime<C> {
 mod tests {
     use super::*;
     use crate::client::{MethodRuntime, Shared, Target};
-    use crate::codec::Json;
+    use crate::codec::{Decoded, Json};
     use crate::observe::EventSink;
     use crate::policy::MethodPolicy;
     use crate::spec::{MethodDef, Overrides, Verb};
@@ -274,7 +274,7 @@ mod tests {
             probe: crate::observe::probe::Probe::new("s", &DEF, policy.log),
         };
         let call = MethodCall::new(&shared, &m);
-        let future = call.call::<Json<User>, _>(|_| Ok(()));
+        let future = call.call::<Decoded<Json, User>, _>(|_| Ok(()));
         let size = std::mem::size_of_val(&future);
         assert!(size <= 2048, "a call's future is {size} bytes");
     }

@@ -1,26 +1,277 @@
-//! Turning a response into a method's return value.
+//! Wire formats ([`Codec`]s), and turning a response into a method's return
+//! value.
+//!
+//! ## Codecs
+//!
+//! A codec is a type naming a media type ([`Codec::CONTENT_TYPE`], sent as
+//! `Content-Type` with a `#[body]` and as `Accept` for a decoded return
+//! value) and saying which values it writes ([`Encoder<T>`]) and reads
+//! ([`Decoder<T>`]). It is chosen at compile time with `#[codec(Type)]` on
+//! the trait (every method) or on a method (that method wins); JSON when
+//! none is named. A body or return type the codec cannot handle is a
+//! compile error at the parameter or return type.
+//!
+//! | codec             | media type                          | writes                | reads            |
+//! |-------------------|-------------------------------------|-----------------------|------------------|
+//! | [`Json`]          | `application/json`                  | `T: Serialize`        | `T: Deserialize` |
+//! | [`Form`]          | `application/x-www-form-urlencoded` | `T: Serialize`        | `T: Deserialize` |
+//! | [`Text`]          | `text/plain; charset=utf-8`         | `T: Display`          | `T: FromStr`     |
+//! | [`Binary`]        | `application/octet-stream`          | `T: AsRef<[u8]>`      | `Bytes`, `Vec<u8>` |
+//! | `MessagePack`     | `application/msgpack` (feature `msgpack`) | `T: Serialize`  | `T: Deserialize` |
+//!
+//! Your own format plugs in the same way: a unit type implementing
+//! [`Codec`] and [`Encoder`]/[`Decoder`] for the types it handles (for
+//! protobuf, `impl<T: prost::Message> Encoder<T> for Proto`), named in
+//! `#[codec(…)]`:
+//!
+//! ```
+//! use bytes::Bytes;
+//! use courier::BoxError;
+//! use courier::codec::{Codec, Decoder, Encoder};
+//!
+//! /// Comma-separated numbers, `text/csv`.
+//! struct Csv;
+//!
+//! impl Codec for Csv {
+//!     const CONTENT_TYPE: &'static str = "text/csv";
+//! }
+//!
+//! impl Encoder<Vec<u32>> for Csv {
+//!     fn encode(value: &Vec<u32>) -> Result<Bytes, BoxError> {
+//!         let line: Vec<String> = value.iter().map(u32::to_string).collect();
+//!         Ok(Bytes::from(line.join(",")))
+//!     }
+//! }
+//!
+//! impl Decoder<Vec<u32>> for Csv {
+//!     fn decode(body: &Bytes) -> Result<Vec<u32>, BoxError> {
+//!         let text = std::str::from_utf8(body)?;
+//!         Ok(text.split(',').map(str::parse).collect::<Result<_, _>>()?)
+//!     }
+//! }
+//!
+//! #[courier::client(name = "stats")]
+//! trait Stats {
+//!     #[post("/sum")]
+//!     #[codec(Csv)]
+//!     async fn running_sums(&self, #[body] values: Vec<u32>) -> Result<Vec<u32>, courier::Error>;
+//! }
+//! ```
+//!
+//! `()`, `String` and `bytes::Bytes` return values are the body as it is,
+//! whatever the codec (dropped, UTF-8 text, raw bytes); `#[form]` is always
+//! a form. An encoding error fails the call before anything is sent, as
+//! [`ErrorKind::InvalidRequest`] naming the type and the codec; a decoding
+//! error is [`ErrorKind::Decode`], naming the type and the codec and
+//! keeping a snippet of the body.
+//!
+//! ## Decoders of return values
 //!
 //! The macro picks a decoder from the written return type, at compile time:
 //!
 //! | return type            | decoder               | body                         |
 //! |------------------------|-----------------------|------------------------------|
 //! | `()`                   | [`Unit`]              | read and dropped             |
-//! | `String`               | [`Text`]              | UTF-8 text                   |
+//! | `String`               | [`Utf8`]              | UTF-8 text                   |
 //! | `bytes::Bytes`         | [`RawBytes`]          | as received                  |
 //! | `Option<T>`            | [`Opt<D>`]            | 404 → `None`, else `Some(D)` |
 //! | `courier::Response<T>` | [`Resp<D>`]           | status + headers + `D`       |
-//! | any other `T`          | [`Json<T>`]           | JSON via serde               |
+//! | any other `T`          | [`Decoded<C, T>`]     | through the codec `C`        |
 //!
 //! A decoder is a type, not a value, so choosing one costs nothing at run
 //! time. Request bodies are encoded in [`crate::request::RequestParts`].
 
+use std::fmt;
 use std::marker::PhantomData;
+use std::str::FromStr;
 
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::{Error, ErrorKind};
+use crate::{BoxError, Error, ErrorKind};
+
+/// A wire format: its media type. What it writes and reads is said by
+/// [`Encoder`] and [`Decoder`] implementations.
+pub trait Codec: 'static {
+    /// The media type: `Content-Type` of the bodies it encodes, `Accept` of
+    /// the calls whose answer it decodes.
+    const CONTENT_TYPE: &'static str;
+
+    /// How errors name the format (`"JSON"`); the media type unless set.
+    const NAME: &'static str = Self::CONTENT_TYPE;
+}
+
+/// A codec that can write a `T` as a request body.
+#[diagnostic::on_unimplemented(
+    message = "the codec `{Self}` cannot encode `{T}`",
+    label = "the `#[body]` this codec writes",
+    note = "name a codec that writes `{T}` in `#[codec(…)]` (JSON, the default, writes any `serde::Serialize`), or implement `courier::codec::Encoder<{T}>` for `{Self}`"
+)]
+pub trait Encoder<T: ?Sized>: Codec {
+    /// The body's bytes.
+    ///
+    /// # Errors
+    /// When the value has no form in this format; courier turns it into an
+    /// [`ErrorKind::InvalidRequest`] naming the type and the codec, and sends
+    /// nothing.
+    fn encode(value: &T) -> Result<Bytes, BoxError>;
+}
+
+/// A codec that can read a `T` from a response body.
+#[diagnostic::on_unimplemented(
+    message = "the codec `{Self}` cannot decode `{T}`",
+    label = "the return value this codec reads",
+    note = "name a codec that reads `{T}` in `#[codec(…)]` (JSON, the default, reads any `serde::de::DeserializeOwned`), or implement `courier::codec::Decoder<{T}>` for `{Self}`"
+)]
+pub trait Decoder<T>: Codec {
+    /// The value the body holds.
+    ///
+    /// # Errors
+    /// When the body is not a `T` in this format; courier turns it into an
+    /// [`ErrorKind::Decode`] naming the type and the codec, with a snippet
+    /// of the body.
+    fn decode(body: &Bytes) -> Result<T, BoxError>;
+}
+
+/// JSON via serde: the default codec.
+#[derive(Debug, Clone, Copy)]
+pub struct Json;
+
+impl Codec for Json {
+    const CONTENT_TYPE: &'static str = "application/json";
+    const NAME: &'static str = "JSON";
+}
+
+impl<T: Serialize + ?Sized> Encoder<T> for Json {
+    #[inline]
+    fn encode(value: &T) -> Result<Bytes, BoxError> {
+        Ok(Bytes::from(serde_json::to_vec(value)?))
+    }
+}
+
+impl<T: DeserializeOwned> Decoder<T> for Json {
+    #[inline]
+    fn decode(body: &Bytes) -> Result<T, BoxError> {
+        Ok(serde_json::from_slice(body)?)
+    }
+}
+
+/// `application/x-www-form-urlencoded` via serde: flat structs and maps.
+/// (`#[form]` on a parameter always uses it.)
+#[derive(Debug, Clone, Copy)]
+pub struct Form;
+
+impl Codec for Form {
+    const CONTENT_TYPE: &'static str = "application/x-www-form-urlencoded";
+    const NAME: &'static str = "application/x-www-form-urlencoded";
+}
+
+impl<T: Serialize + ?Sized> Encoder<T> for Form {
+    fn encode(value: &T) -> Result<Bytes, BoxError> {
+        Ok(Bytes::from(serde_urlencoded::to_string(value)?))
+    }
+}
+
+impl<T: DeserializeOwned> Decoder<T> for Form {
+    fn decode(body: &Bytes) -> Result<T, BoxError> {
+        Ok(serde_urlencoded::from_bytes(body)?)
+    }
+}
+
+/// Plain UTF-8 text: writes anything `Display`, reads anything `FromStr`
+/// (a number, an id, an enum with its own parser) from the whole body.
+#[derive(Debug, Clone, Copy)]
+pub struct Text;
+
+impl Codec for Text {
+    const CONTENT_TYPE: &'static str = "text/plain; charset=utf-8";
+    const NAME: &'static str = "text";
+}
+
+impl<T: fmt::Display + ?Sized> Encoder<T> for Text {
+    fn encode(value: &T) -> Result<Bytes, BoxError> {
+        Ok(Bytes::from(value.to_string()))
+    }
+}
+
+impl<T: FromStr> Decoder<T> for Text
+where
+    T::Err: fmt::Display,
+{
+    fn decode(body: &Bytes) -> Result<T, BoxError> {
+        let text = std::str::from_utf8(body)?;
+        text.parse()
+            .map_err(|e: T::Err| BoxError::from(e.to_string()))
+    }
+}
+
+/// Raw bytes, `application/octet-stream`.
+#[derive(Debug, Clone, Copy)]
+pub struct Binary;
+
+impl Codec for Binary {
+    const CONTENT_TYPE: &'static str = "application/octet-stream";
+    const NAME: &'static str = "bytes";
+}
+
+impl<T: AsRef<[u8]> + ?Sized> Encoder<T> for Binary {
+    fn encode(value: &T) -> Result<Bytes, BoxError> {
+        Ok(Bytes::copy_from_slice(value.as_ref()))
+    }
+}
+
+impl Decoder<Bytes> for Binary {
+    fn decode(body: &Bytes) -> Result<Bytes, BoxError> {
+        Ok(body.clone())
+    }
+}
+
+impl Decoder<Vec<u8>> for Binary {
+    fn decode(body: &Bytes) -> Result<Vec<u8>, BoxError> {
+        Ok(body.to_vec())
+    }
+}
+
+/// MessagePack via `rmp-serde` (feature `msgpack`): structs as maps, so a
+/// field added on one side does not shift the others.
+#[cfg(feature = "msgpack")]
+#[derive(Debug, Clone, Copy)]
+pub struct MessagePack;
+
+#[cfg(feature = "msgpack")]
+impl Codec for MessagePack {
+    const CONTENT_TYPE: &'static str = "application/msgpack";
+    const NAME: &'static str = "MessagePack";
+}
+
+#[cfg(feature = "msgpack")]
+impl<T: Serialize + ?Sized> Encoder<T> for MessagePack {
+    fn encode(value: &T) -> Result<Bytes, BoxError> {
+        Ok(Bytes::from(rmp_serde::to_vec_named(value)?))
+    }
+}
+
+#[cfg(feature = "msgpack")]
+impl<T: DeserializeOwned> Decoder<T> for MessagePack {
+    fn decode(body: &Bytes) -> Result<T, BoxError> {
+        Ok(rmp_serde::from_slice(body)?)
+    }
+}
+
+/// Encodes a request body with `C`, naming the type and the codec when it
+/// cannot.
+pub(crate) fn encode<C: Encoder<T>, T: ?Sized>(value: &T) -> Result<Bytes, Error> {
+    C::encode(value).map_err(|e| {
+        Error::invalid_request(format!(
+            "the body ({}) could not be encoded as {}: {e}",
+            std::any::type_name::<T>().trim_start_matches('&'),
+            C::NAME
+        ))
+        .with_source(e)
+    })
+}
 
 /// Decodes a successful response into a method's return type.
 ///
@@ -59,18 +310,24 @@ pub trait Decode: 'static {
     ) -> Result<Self::Output, Error>;
 }
 
-/// Decodes a JSON body into `T`.
-pub struct Json<T>(PhantomData<fn() -> T>);
+/// Decodes the body into `T` with the codec `C` (`Decoded<Json, User>` for
+/// a method returning `User`).
+pub struct Decoded<C, T>(PhantomData<fn() -> (C, T)>);
 
-impl<T: DeserializeOwned + Send + 'static> Decode for Json<T> {
+impl<C: Decoder<T>, T: Send + 'static> Decode for Decoded<C, T> {
     type Output = T;
-    const ACCEPT: Option<&'static str> = Some("application/json");
+    const ACCEPT: Option<&'static str> = Some(C::CONTENT_TYPE);
 
+    #[inline]
     fn decode(_: StatusCode, _: &mut HeaderMap, body: &Bytes) -> Result<T, Error> {
-        serde_json::from_slice(body).map_err(|e| {
+        C::decode(body).map_err(|e| {
             Error::new(
                 ErrorKind::Decode,
-                format!("expected JSON for `{}`: {e}", std::any::type_name::<T>()),
+                format!(
+                    "expected {} for `{}`: {e}",
+                    C::NAME,
+                    std::any::type_name::<T>()
+                ),
             )
             .with_source(e)
         })
@@ -78,9 +335,9 @@ impl<T: DeserializeOwned + Send + 'static> Decode for Json<T> {
 }
 
 /// Returns the body as UTF-8 text.
-pub struct Text;
+pub struct Utf8;
 
-impl Decode for Text {
+impl Decode for Utf8 {
     type Output = String;
     const ANY_BODY: bool = true;
 
@@ -215,6 +472,8 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    type JsonOf<T> = Decoded<Json, T>;
+
     #[derive(Debug, serde::Deserialize, PartialEq)]
     struct User {
         id: u64,
@@ -230,17 +489,17 @@ mod tests {
         fn any_body_decodes_or_is_a_decode_error(body in prop::collection::vec(any::<u8>(), 0..256)) {
             let body = Bytes::from(body);
             let mut headers = HeaderMap::new();
-            match Json::<User>::decode(StatusCode::OK, &mut headers, &body) {
+            match JsonOf::<User>::decode(StatusCode::OK, &mut headers, &body) {
                 Ok(user) => prop_assert_eq!(serde_json::from_slice::<User>(&body).ok(), Some(user)),
                 Err(e) => {
                     prop_assert_eq!(e.kind(), ErrorKind::Decode);
                     prop_assert!(e.to_string().contains("User"));
                 }
             }
-            let text = Text::decode(StatusCode::OK, &mut headers, &body);
+            let text = Utf8::decode(StatusCode::OK, &mut headers, &body);
             prop_assert_eq!(text.is_ok(), std::str::from_utf8(&body).is_ok());
             prop_assert_eq!(RawBytes::decode(StatusCode::OK, &mut headers, &body).ok(), Some(body.clone()));
-            let absent = Opt::<Json<User>>::decode(StatusCode::NOT_FOUND, &mut headers, &body);
+            let absent = Opt::<JsonOf<User>>::decode(StatusCode::NOT_FOUND, &mut headers, &body);
             prop_assert!(matches!(absent, Ok(None)));
         }
 
@@ -248,7 +507,7 @@ mod tests {
         #[test]
         fn valid_json_always_decodes(id in any::<u64>(), name in any::<String>()) {
             let body = Bytes::from(serde_json::json!({ "id": id, "name": name }).to_string());
-            let decoded = Json::<User>::decode(StatusCode::OK, &mut HeaderMap::new(), &body);
+            let decoded = JsonOf::<User>::decode(StatusCode::OK, &mut HeaderMap::new(), &body);
             prop_assert_eq!(decoded.ok(), Some(User { id, name }));
         }
     }

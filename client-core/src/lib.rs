@@ -54,6 +54,7 @@ pub mod discovery;
 mod error;
 pub mod inspect;
 pub mod interceptor;
+pub mod multipart;
 pub mod observe;
 pub mod policy;
 pub mod query;
@@ -85,7 +86,8 @@ pub mod __private {
     pub use crate::balance::Balancer;
     pub use crate::call::MethodCall;
     pub use crate::client::{ClientSpec, IntoFallback, Runtime};
-    pub use crate::codec::{Decode, Json, Opt, RawBytes, Resp, Text, Unit};
+    pub use crate::codec::{Decode, Decoded, Form, Json, Opt, RawBytes, Resp, Unit, Utf8};
+    pub use crate::multipart::MultipartBody;
     pub use crate::observe::EventSink;
     pub use crate::policy::budget::RetryBudget;
     pub use crate::policy::bulkhead::Bulkhead;

@@ -13,6 +13,7 @@ use http::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderName, HeaderValue};
 use serde::Serialize;
 
 use crate::Error;
+use crate::codec::Encoder;
 use crate::url::{push_display_encoded, push_encoded};
 
 /// A request being assembled from a call's arguments.
@@ -222,39 +223,35 @@ impl RequestParts {
         Ok(())
     }
 
-    /// Sets the body to `value` serialized as JSON, with
-    /// `content-type: application/json`.
+    /// Sets the body to `value` written by the codec `C` (a `#[body]`:
+    /// JSON unless `#[codec(…)]` names another; a `#[form]`: [`Form`]),
+    /// with `C`'s `Content-Type`.
+    ///
+    /// [`Form`]: crate::codec::Form
     ///
     /// # Errors
     /// An [`ErrorKind::InvalidRequest`](crate::ErrorKind::InvalidRequest)
-    /// when the value does not serialize.
-    pub fn set_json_body<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
-        let body = serde_json::to_vec(value).map_err(|e| {
-            Error::invalid_request(format!(
-                "the body ({}) could not be serialized as JSON",
-                std::any::type_name::<T>()
-            ))
-            .with_source(e)
-        })?;
-        self.set_body(Bytes::from(body), "application/json");
+    /// naming the type and the codec when the value has no form in it (a
+    /// nested struct in a form, say); nothing is set then.
+    #[inline]
+    pub fn set_body_with<C: Encoder<T>, T: ?Sized>(&mut self, value: &T) -> Result<(), Error> {
+        let body = crate::codec::encode::<C, T>(value)?;
+        self.set_body(body, C::CONTENT_TYPE);
         Ok(())
     }
 
-    /// Sets the body to `value` serialized as
-    /// `application/x-www-form-urlencoded`.
+    /// Sets the body to the `multipart/form-data` encoding of `parts`
+    /// (`#[multipart]` parameters), with its `Content-Type` and boundary.
     ///
     /// # Errors
-    /// An [`ErrorKind::InvalidRequest`](crate::ErrorKind::InvalidRequest)
-    /// when the value does not serialize as a form (a nested struct, say).
-    pub fn set_form_body<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
-        let body = serde_urlencoded::to_string(value).map_err(|e| {
-            Error::invalid_request(format!(
-                "the form ({}) could not be serialized as application/x-www-form-urlencoded",
-                std::any::type_name::<T>()
-            ))
-            .with_source(e)
-        })?;
-        self.set_body(Bytes::from(body), "application/x-www-form-urlencoded");
+    /// Only if the content type were not a valid header value, which a
+    /// boundary of letters and digits cannot cause.
+    #[doc(hidden)]
+    pub fn set_multipart(&mut self, parts: crate::multipart::MultipartBody) -> Result<(), Error> {
+        let (body, content_type) = parts.encode();
+        let content_type = header_value(&CONTENT_TYPE, content_type)?;
+        self.headers.push((CONTENT_TYPE, content_type));
+        self.body = Some(body);
         Ok(())
     }
 

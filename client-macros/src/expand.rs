@@ -205,6 +205,15 @@ fn trait_method(client: &syn::Ident, method: &MethodModel) -> TokenStream {
 /// pieces in order, then query pairs, headers and the body.
 fn fill_request(method: &MethodModel) -> Vec<TokenStream> {
     let mut out = Vec::new();
+    let multipart = method
+        .params
+        .iter()
+        .any(|p| matches!(p.kind, ParamKind::Multipart { .. }));
+    if multipart {
+        out.push(quote! {
+            let mut __courier_parts = ::courier::__private::MultipartBody::new();
+        });
+    }
     for piece in &method.pieces {
         match piece {
             Piece::Literal(text) => out.push(quote!(__courier_req.push_literal(#text);)),
@@ -317,13 +326,43 @@ fn fill_request(method: &MethodModel) -> Vec<TokenStream> {
                     }
                 });
             }
-            ParamKind::Body => out.push(quote_spanned! {span=>
-                __courier_req.set_json_body(&#ident)?;
-            }),
+            ParamKind::Body => {
+                let codec = &method.codec;
+                out.push(quote_spanned! {span=>
+                    __courier_req.set_body_with::<#codec, _>(&#ident)?;
+                });
+            }
             ParamKind::Form => out.push(quote_spanned! {span=>
-                __courier_req.set_form_body(&#ident)?;
+                __courier_req.set_body_with::<::courier::__private::Form, _>(&#ident)?;
+            }),
+            ParamKind::Multipart { name, shape } => out.push(match shape {
+                Shape::One => quote_spanned! {span=>
+                    __courier_parts.append(#name, &#ident)?;
+                },
+                Shape::Optional => quote_spanned! {span=>
+                    if let ::core::option::Option::Some(__courier_v) = &#ident {
+                        __courier_parts.append(#name, __courier_v)?;
+                    }
+                },
+                Shape::Repeated => quote_spanned! {span=>
+                    for __courier_v in #ident.iter() {
+                        __courier_parts.append(#name, __courier_v)?;
+                    }
+                },
+                Shape::OptionalRepeated => quote_spanned! {span=>
+                    if let ::core::option::Option::Some(__courier_vs) = &#ident {
+                        for __courier_v in __courier_vs.iter() {
+                            __courier_parts.append(#name, __courier_v)?;
+                        }
+                    }
+                },
             }),
         }
+    }
+    if multipart {
+        out.push(quote! {
+            __courier_req.set_multipart(__courier_parts)?;
+        });
     }
     out
 }

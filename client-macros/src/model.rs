@@ -19,7 +19,7 @@ use syn::{
 fn method_attrs() -> String {
     let verbs: Vec<&str> = Verb::ALL.iter().map(|v| v.attribute()).collect();
     format!(
-        "{}, idempotent, auth(none), {}",
+        "{}, idempotent, auth(none), codec(Type), {}",
         verbs.join(", "),
         policy_attr_names()
     )
@@ -27,7 +27,8 @@ fn method_attrs() -> String {
 
 /// Attributes courier reads on a parameter, for error messages.
 const PARAM_ATTRS: &str = "#[query], #[query(\"name\")], #[query(format = \"csv\")], \
-                           #[query(map)], #[header(\"Name\")], #[body], #[form], #[path(\"name\")]";
+                           #[query(map)], #[header(\"Name\")], #[body], #[form], #[multipart], \
+                           #[multipart(\"name\")], #[path(\"name\")]";
 
 /// Attributes of Rust itself that may sit on a trait or method and are kept.
 const PASSTHROUGH: &[&str] = &[
@@ -96,6 +97,8 @@ pub(crate) struct MethodModel {
     pub(crate) auth: bool,
     /// The method-level policy attributes.
     pub(crate) policy: Policies,
+    /// The codec type of the `#[body]` and of a decoded return value.
+    pub(crate) codec: TokenStream,
 }
 
 /// A piece of a path template.
@@ -149,6 +152,11 @@ pub(crate) enum ParamKind {
     },
     Body,
     Form,
+    /// A part (or parts) of a `multipart/form-data` body.
+    Multipart {
+        name: String,
+        shape: Shape,
+    },
 }
 
 /// How a query value is written.
@@ -188,8 +196,9 @@ impl ClientModel {
             errors.at(unsafety, "a client trait cannot be `unsafe`");
         }
         let mut policy = Policies::default();
+        let mut codec = None;
         item.attrs
-            .retain(|attr| keep_trait_attr(attr, &mut policy, &mut errors));
+            .retain(|attr| keep_trait_attr(attr, &mut policy, &mut codec, &mut errors));
         if let Err(e) = policy.check_client_level() {
             errors.push(e);
         }
@@ -198,7 +207,9 @@ impl ClientModel {
         for trait_item in &mut item.items {
             match trait_item {
                 TraitItem::Fn(method) => {
-                    if let Some(model) = MethodModel::parse(method, &prefix, &mut errors) {
+                    if let Some(model) =
+                        MethodModel::parse(method, &prefix, codec.as_ref(), &mut errors)
+                    {
                         methods.push(model);
                     }
                 }
@@ -301,10 +312,19 @@ fn attr_name(attr: &Attribute) -> Option<String> {
 /// Reads the trait-level policy attributes; keeps Rust's own attributes
 /// and any path attribute (`#[tracing::…]`); rejects an unknown single-word
 /// attribute, which is most likely a typo.
-fn keep_trait_attr(attr: &Attribute, policy: &mut Policies, errors: &mut Errors) -> bool {
+fn keep_trait_attr(
+    attr: &Attribute,
+    policy: &mut Policies,
+    codec: &mut Option<syn::Path>,
+    errors: &mut Errors,
+) -> bool {
     match attr_name(attr) {
         Some(name) if PASSTHROUGH.contains(&name.as_str()) => true,
         None => true,
+        Some(name) if name == "codec" => {
+            parse_codec(attr, codec, errors);
+            false
+        }
         Some(name) if is_policy_attr(&name) => {
             if let Err(e) = policy.parse(attr, &name) {
                 errors.push(e);
@@ -323,7 +343,7 @@ fn keep_trait_attr(attr: &Attribute, policy: &mut Policies, errors: &mut Errors)
                 attr,
                 format!(
                     "unknown attribute `#[{name}]` on a client trait{hint}; courier accepts \
-                     {}, and Rust's own ({}) are kept",
+                     codec(Type), {}, and Rust's own ({}) are kept",
                     policy_attr_names(),
                     PASSTHROUGH.join(", ")
                 ),
@@ -338,8 +358,14 @@ fn keep_trait_attr(attr: &Attribute, policy: &mut Policies, errors: &mut Errors)
 impl MethodModel {
     /// Parses one trait method and strips courier's attributes from it.
     /// `None` for a provided method that courier leaves alone, or on error.
-    fn parse(method: &mut TraitItemFn, prefix: &str, errors: &mut Errors) -> Option<MethodModel> {
+    fn parse(
+        method: &mut TraitItemFn,
+        prefix: &str,
+        trait_codec: Option<&syn::Path>,
+        errors: &mut Errors,
+    ) -> Option<MethodModel> {
         let before = errors.1;
+        let mut codec_attr: Option<(Attribute, syn::Path)> = None;
         let mut verb: Option<(Verb, LitStr, String)> = None;
         let mut idempotent = false;
         let mut auth_none = false;
@@ -378,6 +404,16 @@ impl MethodModel {
                         errors.push(e);
                     }
                     idempotent = true;
+                    false
+                }
+                "codec" => {
+                    courier_attr_seen = true;
+                    let mut path = codec_attr.as_ref().map(|(_, p)| p.clone());
+                    let was_set = path.is_some();
+                    parse_codec(attr, &mut path, errors);
+                    if let (false, Some(path)) = (was_set, path) {
+                        codec_attr = Some((attr.clone(), path));
+                    }
                     false
                 }
                 "auth" => {
@@ -461,8 +497,24 @@ impl MethodModel {
                 return None;
             }
         };
+        let codec = match codec_attr.as_ref().map(|(_, p)| p).or(trait_codec) {
+            Some(path) => quote_spanned!(path.span()=> #path),
+            None => quote!(::courier::__private::Json),
+        };
         let params = parse_params(&mut method.sig, &pieces, &template, errors);
-        let decoder = return_decoder(&method.sig, verb, errors);
+        let mut decodes = false;
+        let decoder = return_decoder(&method.sig, verb, &codec, &mut decodes, errors);
+        if let Some((attr, _)) = &codec_attr {
+            let encodes = params.iter().any(|p| matches!(p.kind, ParamKind::Body));
+            if !encodes && !decodes && decoder.is_some() {
+                errors.at(
+                    attr,
+                    "`#[codec]` has nothing to do here: the method has no `#[body]`, and its \
+                     return value is not decoded (`()`, `String` and `Bytes` are the body as it \
+                     is)",
+                );
+            }
+        }
 
         if errors.1 > before {
             return None;
@@ -484,6 +536,7 @@ impl MethodModel {
             idempotent,
             auth: !auth_none,
             policy,
+            codec,
         })
     }
 }
@@ -505,6 +558,19 @@ fn parse_auth(attr: &Attribute) -> syn::Result<()> {
             }
         }
         other => Err(syn::Error::new_spanned(other, expected)),
+    }
+}
+
+/// `#[codec(path::To::Type)]`, once.
+fn parse_codec(attr: &Attribute, codec: &mut Option<syn::Path>, errors: &mut Errors) {
+    match attr.parse_args::<syn::Path>() {
+        Ok(_) if codec.is_some() => errors.at(attr, "`#[codec]` is given twice"),
+        Ok(path) => *codec = Some(path),
+        Err(_) => errors.at(
+            attr,
+            "expected a codec type: `#[codec(courier::codec::Text)]` (Json, Form, Text, Binary, \
+             MessagePack, or your own type implementing `courier::codec::Codec`)",
+        ),
     }
 }
 
@@ -816,7 +882,7 @@ fn parse_params(
     errors: &mut Errors,
 ) -> Vec<Param> {
     let mut params = Vec::new();
-    let mut body: Option<Ident> = None;
+    let mut body: Option<(Ident, bool)> = None;
     for input in sig.inputs.iter_mut() {
         let FnArg::Typed(pt) = input else { continue };
         let ident = match &*pt.pat {
@@ -857,6 +923,7 @@ fn parse_params(
                     }),
                 "body" => attr.meta.require_path_only().map(|_| ParamKind::Body),
                 "form" => attr.meta.require_path_only().map(|_| ParamKind::Form),
+                "multipart" => multipart_kind(attr, &ident, &ty),
                 "path" => optional_name(attr, &ident).map(ParamKind::Path),
                 _ if PASSTHROUGH.contains(&name.as_str()) => return true,
                 _ => Err(syn::Error::new_spanned(
@@ -906,8 +973,11 @@ fn parse_params(
             }
         };
         match &kind {
-            ParamKind::Body | ParamKind::Form => {
-                if let Some(first) = &body {
+            ParamKind::Body | ParamKind::Form | ParamKind::Multipart { .. } => {
+                let multipart = matches!(kind, ParamKind::Multipart { .. });
+                if let Some((first, first_multipart)) = &body
+                    && !(multipart && *first_multipart)
+                {
                     errors.at(
                         kind_attr
                             .as_ref()
@@ -916,8 +986,8 @@ fn parse_params(
                             "a request has at most one body, and `{first}` is already the body"
                         ),
                     );
-                } else {
-                    body = Some(ident.clone());
+                } else if body.is_none() {
+                    body = Some((ident.clone(), multipart));
                 }
             }
             ParamKind::Path(name) => {
@@ -1153,6 +1223,31 @@ fn optional_name(attr: &Attribute, ident: &Ident) -> syn::Result<String> {
     }
 }
 
+/// `#[multipart]` or `#[multipart("name")]`; bytes must be wrapped in a
+/// `Part` (a `Vec<u8>` would be one text part per byte).
+fn multipart_kind(attr: &Attribute, ident: &Ident, ty: &Type) -> syn::Result<ParamKind> {
+    let name = optional_name(attr, ident)?;
+    let shape = query_shape(ty);
+    let seq = match shape {
+        Shape::Repeated => Some(peel(ty)),
+        Shape::OptionalRepeated => option_inner(ty).map(peel),
+        _ => None,
+    };
+    let item = seq.and_then(|seq| match seq {
+        Type::Slice(s) => Some(&*s.elem),
+        Type::Array(a) => Some(&*a.elem),
+        other => generic_arg(other, "Vec"),
+    });
+    if item.is_some_and(|item| matches!(peel(item), Type::Path(p) if p.path.is_ident("u8"))) {
+        return Err(syn::Error::new_spanned(
+            ty,
+            "bytes are one part: wrap them in `courier::multipart::Part::bytes(…)` (a sequence \
+             is one part per item)",
+        ));
+    }
+    Ok(ParamKind::Multipart { name, shape })
+}
+
 fn is_token_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
 }
@@ -1229,7 +1324,13 @@ fn query_shape(ty: &Type) -> Shape {
 // ===== return types =====
 
 /// Picks the decoder from the written return type `Result<T, E>`.
-fn return_decoder(sig: &Signature, verb: Verb, errors: &mut Errors) -> Option<TokenStream> {
+fn return_decoder(
+    sig: &Signature,
+    verb: Verb,
+    codec: &TokenStream,
+    decodes: &mut bool,
+    errors: &mut Errors,
+) -> Option<TokenStream> {
     let expected = "a client method returns `Result<T, E>`, where T is `()`, `String`, \
                     `bytes::Bytes`, `Option<T>`, `courier::Response<T>` or a deserializable type, \
                     and E is `courier::Error` or implements `From<courier::Error>`";
@@ -1261,7 +1362,7 @@ fn return_decoder(sig: &Signature, verb: Verb, errors: &mut Errors) -> Option<To
             return None;
         }
     };
-    let decoder = decoder_for(ok, errors, 0)?;
+    let decoder = decoder_for(ok, codec, decodes, errors, 0)?;
     if verb == Verb::Head && !is_unit(ok) && generic_arg(ok, "Response").is_none_or(|t| !is_unit(t))
     {
         errors.at(
@@ -1285,7 +1386,13 @@ fn is_unit(ty: &Type) -> bool {
     matches!(peel_group(ty), Type::Tuple(t) if t.elems.is_empty())
 }
 
-fn decoder_for(ty: &Type, errors: &mut Errors, depth: u8) -> Option<TokenStream> {
+fn decoder_for(
+    ty: &Type,
+    codec: &TokenStream,
+    decodes: &mut bool,
+    errors: &mut Errors,
+    depth: u8,
+) -> Option<TokenStream> {
     let span = ty.span();
     let ty = peel_group(ty);
     if is_unit(ty) {
@@ -1298,7 +1405,7 @@ fn decoder_for(ty: &Type, errors: &mut Errors, depth: u8) -> Option<TokenStream>
             let last = path.segments.last()?;
             let plain = matches!(last.arguments, PathArguments::None);
             if plain && last.ident == "String" {
-                return Some(quote_spanned!(span=> ::courier::__private::Text));
+                return Some(quote_spanned!(span=> ::courier::__private::Utf8));
             }
             if plain && last.ident == "Bytes" {
                 return Some(quote_spanned!(span=> ::courier::__private::RawBytes));
@@ -1308,7 +1415,7 @@ fn decoder_for(ty: &Type, errors: &mut Errors, depth: u8) -> Option<TokenStream>
                     errors.at(ty, "`Option<Option<T>>` is not a supported return type");
                     return None;
                 }
-                let inner = decoder_for(inner, errors, depth + 1)?;
+                let inner = decoder_for(inner, codec, decodes, errors, depth + 1)?;
                 return Some(quote_spanned!(span=> ::courier::__private::Opt<#inner>));
             }
             if let Some(inner) = generic_arg(ty, "Response") {
@@ -1319,12 +1426,16 @@ fn decoder_for(ty: &Type, errors: &mut Errors, depth: u8) -> Option<TokenStream>
                     );
                     return None;
                 }
-                let inner = decoder_for(inner, errors, depth + 1)?;
+                let inner = decoder_for(inner, codec, decodes, errors, depth + 1)?;
                 return Some(quote_spanned!(span=> ::courier::__private::Resp<#inner>));
             }
-            Some(quote_spanned!(span=> ::courier::__private::Json<#ty>))
+            *decodes = true;
+            Some(quote_spanned!(span=> ::courier::__private::Decoded<#codec, #ty>))
         }
-        Type::Tuple(_) | Type::Array(_) => Some(quote!(::courier::__private::Json<#ty>)),
+        Type::Tuple(_) | Type::Array(_) => {
+            *decodes = true;
+            Some(quote_spanned!(span=> ::courier::__private::Decoded<#codec, #ty>))
+        }
         Type::Reference(_) => {
             errors.at(
                 ty,
