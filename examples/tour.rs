@@ -17,7 +17,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use courier::codec::Text;
 use courier::multipart::Part;
-use courier::{Error, Event, Inspect, client};
+use courier::{BodyStream, Error, Event, Inspect, client};
 use serde::{Deserialize, Serialize};
 
 // ===== the client: all a calling service writes =====
@@ -96,6 +96,10 @@ pub trait Users {
         #[multipart] caption: &str,
         #[multipart] image: Part,
     ) -> Result<String, Error>;
+
+    /// Every user as NDJSON, streamed: read as it arrives, however large.
+    #[get("/users/export")]
+    async fn export(&self) -> Result<BodyStream, Error>;
 
     /// One user by id, or `None` when there is no such user (404).
     #[get("/users/{id}")]
@@ -258,6 +262,23 @@ async fn upload_avatar(Path(id): Path<u64>, mut form: Multipart) -> impl IntoRes
     format!("user {id}: stored {}", seen.join(", "))
 }
 
+async fn export_users(State(db): State<Shared>) -> impl IntoResponse {
+    let users: Vec<User> = db
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .users
+        .values()
+        .cloned()
+        .collect();
+    // One chunk per user, as a large export would arrive.
+    let lines = users.into_iter().map(|user| {
+        let mut line = serde_json::to_vec(&user).unwrap_or_default();
+        line.push(b'\n');
+        Ok::<_, std::io::Error>(line)
+    });
+    axum::body::Body::from_stream(futures::stream::iter(lines))
+}
+
 async fn report() -> impl IntoResponse {
     (
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -379,6 +400,7 @@ async fn start_demo_service() -> std::io::Result<(String, Shared)> {
         .route("/api/v1/users/{id}", get(get_user))
         .route("/api/v1/users", get(find_users).post(create_user))
         .route("/api/v1/users/count", get(count_users))
+        .route("/api/v1/users/export", get(export_users))
         .route(
             "/api/v1/users/{id}/avatar",
             axum::routing::post(upload_avatar),
@@ -485,6 +507,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .file_name("avatar.png")
         .content_type("image/png");
     println!("-> {}", users.upload_avatar(1, "me", png).await?);
+
+    step("a streamed download: users.export() read chunk by chunk as it arrives");
+    let mut export = users.export().await?;
+    let mut chunks = 0;
+    while let Some(chunk) = futures::StreamExt::next(&mut export).await {
+        chunks += 1;
+        println!(
+            "-> chunk {chunks}: {}",
+            String::from_utf8_lossy(&chunk?).trim_end()
+        );
+    }
 
     step("a 404 read as None: users.lookup(404)");
     let nobody = users.lookup(404).await?;

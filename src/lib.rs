@@ -259,10 +259,11 @@
 #![forbid(unsafe_code)]
 
 pub use courier_core::{
-    AsyncInterceptor, Balance, BoxError, CircuitState, ClientBuilder, ClientSnapshot, Config,
-    Discovery, Error, ErrorKind, Event, Inspect, Instance, Interceptor, MethodPolicy, Outgoing,
-    OutlierEjection, Redirects, Response, StaticDiscovery, balance, builder, codec, config,
-    context, discovery, inspect, interceptor, multipart, observe, policy, request, spec, transport,
+    AsyncInterceptor, Balance, BodyStream, BoxError, CircuitState, ClientBuilder, ClientSnapshot,
+    Config, Discovery, Error, ErrorKind, Event, Inspect, Instance, Interceptor, MethodPolicy,
+    Outgoing, OutlierEjection, Redirects, Response, StaticDiscovery, balance, builder, codec,
+    config, context, discovery, inspect, interceptor, multipart, observe, policy, request, spec,
+    stream, transport,
 };
 
 #[cfg(feature = "auth")]

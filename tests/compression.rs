@@ -22,6 +22,9 @@ mod support;
 trait Archive {
     #[get("/doc")]
     async fn doc(&self) -> Result<String, Error>;
+
+    #[get("/doc")]
+    async fn doc_stream(&self) -> Result<courier::BodyStream, Error>;
 }
 
 fn gzip(plain: &[u8]) -> Vec<u8> {
@@ -133,4 +136,39 @@ async fn decompression_can_be_turned_off() {
             .first()
             .is_some_and(|r| r.headers.get("accept-encoding").is_none())
     );
+}
+
+/// A streamed body is decoded as it arrives, and the limit is on the
+/// decoded bytes: a bomb is cut, whatever its compressed size.
+#[tokio::test]
+async fn a_streamed_body_is_decoded_and_its_limit_is_on_decoded_bytes() {
+    use futures::StreamExt;
+    let plain = "streamed and compressed ".repeat(4000);
+    let server = serving("gzip", gzip(plain.as_bytes())).await;
+    let client = archive(&server).build().expect("valid");
+    let mut got = Vec::new();
+    let mut body = client.doc_stream().await.expect("headers");
+    while let Some(chunk) = body.next().await {
+        got.extend_from_slice(&chunk.expect("a chunk"));
+    }
+    assert_eq!(got, plain.as_bytes());
+
+    let bomb = vec![0u8; 16 << 20];
+    let server = serving("gzip", gzip(&bomb)).await;
+    let client = archive(&server).build().expect("valid");
+    let mut body = client
+        .doc_stream()
+        .await
+        .expect("headers")
+        .max_bytes(64 << 10);
+    let mut read = 0;
+    let mut error = None;
+    while let Some(chunk) = body.next().await {
+        match chunk {
+            Ok(chunk) => read += chunk.len(),
+            Err(e) => error = Some(e),
+        }
+    }
+    assert!(read <= 64 << 10, "{read} decoded bytes past a 64 KiB limit");
+    assert!(error.is_some_and(|e| e.is_too_large()));
 }

@@ -91,6 +91,9 @@ impl<'a> MethodCall<'a> {
         if let Some(min_size) = self.method.policy.compress {
             parts.compress_body(min_size);
         }
+        if D::STREAM {
+            parts.stream_idle = self.method.policy.timeout;
+        }
         let sent = AtomicU32::new(0);
         let last_instance = AtomicU64::new(0);
         let attempt = |info| self.attempt::<D>(&parts, &sent, &last_instance, info);

@@ -76,6 +76,7 @@
 //! | `bytes::Bytes`         | [`RawBytes`]          | as received                  |
 //! | `Option<T>`            | [`Opt<D>`]            | 404 → `None`, else `Some(D)` |
 //! | `courier::Response<T>` | [`Resp<D>`]           | status + headers + `D`       |
+//! | `courier::BodyStream`  | [`Streamed`]          | read later, as it arrives    |
 //! | any other `T`          | [`Decoded<C, T>`]     | through the codec `C`        |
 //!
 //! A decoder is a type, not a value, so choosing one costs nothing at run
@@ -90,6 +91,7 @@ use http::{HeaderMap, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::stream::BodyStream;
 use crate::{BoxError, Error, ErrorKind};
 
 /// A wire format: its media type. What it writes and reads is said by
@@ -308,6 +310,49 @@ pub trait Decode: 'static {
         headers: &mut HeaderMap,
         body: &Bytes,
     ) -> Result<Self::Output, Error>;
+
+    /// Whether a success hands the body over unread, as a [`BodyStream`]
+    /// ([`decode_stream`](Self::decode_stream) is called instead of
+    /// [`decode`](Self::decode)).
+    const STREAM: bool = false;
+
+    /// Builds the value from a success whose body is read later, for a
+    /// decoder with [`Self::STREAM`].
+    ///
+    /// # Errors
+    /// From a decoder that does not stream: never called for one.
+    fn decode_stream(
+        _status: StatusCode,
+        _headers: &mut HeaderMap,
+        _body: BodyStream,
+    ) -> Result<Self::Output, Error> {
+        Err(Error::new(
+            ErrorKind::Decode,
+            "this return type reads the whole body, not a stream",
+        ))
+    }
+}
+
+/// Hands the body over as a [`BodyStream`], read as it arrives.
+pub struct Streamed;
+
+impl Decode for Streamed {
+    type Output = BodyStream;
+    const STREAM: bool = true;
+
+    fn decode(_: StatusCode, _: &mut HeaderMap, body: &Bytes) -> Result<BodyStream, Error> {
+        // Not reached for a success (`decode_stream` is); kept whole for
+        // completeness.
+        Ok(BodyStream::from_chunks([body.clone()]))
+    }
+
+    fn decode_stream(
+        _: StatusCode,
+        _: &mut HeaderMap,
+        body: BodyStream,
+    ) -> Result<BodyStream, Error> {
+        Ok(body)
+    }
 }
 
 /// Decodes the body into `T` with the codec `C` (`Decoded<Json, User>` for
@@ -390,6 +435,19 @@ impl<D: Decode> Decode for Opt<D> {
         }
         D::decode(status, headers, body).map(Some)
     }
+
+    const STREAM: bool = D::STREAM;
+
+    fn decode_stream(
+        status: StatusCode,
+        headers: &mut HeaderMap,
+        body: BodyStream,
+    ) -> Result<Self::Output, Error> {
+        if status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        D::decode_stream(status, headers, body).map(Some)
+    }
 }
 
 /// Keeps the status and headers next to the decoded body.
@@ -407,6 +465,21 @@ impl<D: Decode> Decode for Resp<D> {
         body: &Bytes,
     ) -> Result<Self::Output, Error> {
         let body = D::decode(status, headers, body)?;
+        Ok(Response {
+            status,
+            headers: std::mem::take(headers),
+            body,
+        })
+    }
+
+    const STREAM: bool = D::STREAM;
+
+    fn decode_stream(
+        status: StatusCode,
+        headers: &mut HeaderMap,
+        body: BodyStream,
+    ) -> Result<Self::Output, Error> {
+        let body = D::decode_stream(status, headers, body)?;
         Ok(Response {
             status,
             headers: std::mem::take(headers),

@@ -251,9 +251,10 @@ impl Error {
         self
     }
 
-    /// A body error because the body was longer than the limit (not a read
-    /// that broke off).
-    pub(crate) fn is_too_large(&self) -> bool {
+    /// A body error because the body was longer than the limit
+    /// (`max_response_bytes`, or a stream's `max_bytes`), not a read that
+    /// broke off.
+    pub fn is_too_large(&self) -> bool {
         self.inner.too_large
     }
 

@@ -60,6 +60,7 @@ pub mod policy;
 pub mod query;
 pub mod request;
 pub mod spec;
+pub mod stream;
 mod sync;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -77,6 +78,7 @@ pub use inspect::{ClientSnapshot, Inspect};
 pub use interceptor::{AsyncInterceptor, Interceptor, Outgoing};
 pub use observe::{CircuitState, Event};
 pub use policy::MethodPolicy;
+pub use stream::BodyStream;
 pub use transport::Redirects;
 
 /// What generated code (and the overhead benchmark) uses. Not public API:
@@ -86,7 +88,9 @@ pub mod __private {
     pub use crate::balance::Balancer;
     pub use crate::call::MethodCall;
     pub use crate::client::{ClientSpec, IntoFallback, Runtime};
-    pub use crate::codec::{Decode, Decoded, Form, Json, Opt, RawBytes, Resp, Unit, Utf8};
+    pub use crate::codec::{
+        Decode, Decoded, Form, Json, Opt, RawBytes, Resp, Streamed, Unit, Utf8,
+    };
     pub use crate::multipart::MultipartBody;
     pub use crate::observe::EventSink;
     pub use crate::policy::budget::RetryBudget;

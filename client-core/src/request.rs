@@ -47,6 +47,9 @@ pub struct RequestParts {
     /// an empty map against 24 for an empty list).
     pub(crate) headers: Vec<(HeaderName, HeaderValue)>,
     pub(crate) body: Option<Bytes>,
+    /// How long a streamed response body may stall between chunks (the
+    /// method's `timeout`; set only for a `BodyStream` return value).
+    pub(crate) stream_idle: std::time::Duration,
 }
 
 impl RequestParts {
@@ -61,6 +64,7 @@ impl RequestParts {
             url,
             headers: Vec::new(),
             body: None,
+            stream_idle: std::time::Duration::ZERO,
         }
     }
 

@@ -93,6 +93,7 @@ use crate::observe::log::{self, LogLevel};
 use crate::observe::probe::Attempt;
 use crate::policy::retry::parse_retry_after;
 use crate::request::RequestParts;
+use crate::stream::BodyStream;
 use crate::{BoxError, Error, ErrorKind};
 
 #[cfg(feature = "hyper-transport")]
@@ -421,6 +422,19 @@ impl Incoming {
         Ok(collect.finish())
     }
 
+    /// The body, to be read later (a stream).
+    fn into_body(self) -> ResponseBody {
+        match self {
+            Incoming::Reqwest(r) => http::Response::<reqwest::Body>::from(r)
+                .into_body()
+                .map_err(BoxError::from)
+                .boxed_unsync(),
+            #[cfg(feature = "hyper-transport")]
+            Incoming::Hyper(r) => r.into_body().map_err(BoxError::from).boxed_unsync(),
+            Incoming::Http(r) => r.into_body(),
+        }
+    }
+
     /// The body's length, when the response declared it (from the body's
     /// size hint, which hyper took from `Content-Length`: no header lookup
     /// and parse on every call).
@@ -621,6 +635,12 @@ impl Settings {
                 continue;
             }
             if !status.is_redirection() {
+                if D::STREAM
+                    && (status.is_success()
+                        || (D::NOT_FOUND_IS_VALUE && status == StatusCode::NOT_FOUND))
+                {
+                    return self.stream::<D>(incoming, observed, parts.stream_idle);
+                }
                 return self.receive::<D>(&mut incoming, observed).await;
             }
             let location = incoming.headers().get(LOCATION);
@@ -674,6 +694,36 @@ impl Settings {
             .map_err(|e| Error::invalid_request("the request URL is not valid").with_source(e))?;
         *request.headers_mut() = headers;
         Ok(request)
+    }
+
+    /// Hands a success's body over unread, as a [`BodyStream`] under the
+    /// size limit and the idle timeout (a `BodyStream` return value).
+    fn stream<D: Decode>(
+        &self,
+        mut incoming: Incoming,
+        observed: &Attempt<'_>,
+        idle: std::time::Duration,
+    ) -> Result<D::Output, Error> {
+        let status = incoming.status();
+        let probe = observed.probe();
+        if probe.log.is_on() {
+            log::response(
+                &probe.line(),
+                status,
+                incoming.headers(),
+                b"(streamed)",
+                observed.elapsed(),
+            );
+        }
+        let declared = incoming.declared_length();
+        let mut headers = std::mem::take(incoming.headers_mut());
+        let body = BodyStream::new(
+            incoming.into_body(),
+            self.max_response_bytes,
+            declared,
+            idle,
+        );
+        D::decode_stream(status, &mut headers, body).map_err(|e| e.with_status(status))
     }
 
     /// Reads the body under the limit and decodes it (a success, or a 404

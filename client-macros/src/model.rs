@@ -1332,8 +1332,9 @@ fn return_decoder(
     errors: &mut Errors,
 ) -> Option<TokenStream> {
     let expected = "a client method returns `Result<T, E>`, where T is `()`, `String`, \
-                    `bytes::Bytes`, `Option<T>`, `courier::Response<T>` or a deserializable type, \
-                    and E is `courier::Error` or implements `From<courier::Error>`";
+                    `bytes::Bytes`, `courier::BodyStream`, `Option<T>`, `courier::Response<T>` or \
+                    a deserializable type, and E is `courier::Error` or implements \
+                    `From<courier::Error>`";
     let ReturnType::Type(_, ty) = &sig.output else {
         errors.at(&sig.ident, format!("missing return type: {expected}"));
         return None;
@@ -1410,6 +1411,9 @@ fn decoder_for(
             if plain && last.ident == "Bytes" {
                 return Some(quote_spanned!(span=> ::courier::__private::RawBytes));
             }
+            if plain && last.ident == "BodyStream" {
+                return Some(quote_spanned!(span=> ::courier::__private::Streamed));
+            }
             if let Some(inner) = generic_arg(ty, "Option") {
                 if generic_arg(inner, "Option").is_some() {
                     errors.at(ty, "`Option<Option<T>>` is not a supported return type");
@@ -1444,7 +1448,7 @@ fn decoder_for(
             None
         }
         _ => {
-            errors.at(ty, "unsupported success type: use `()`, `String`, `bytes::Bytes`, `Option<T>`, `courier::Response<T>` or a deserializable type");
+            errors.at(ty, "unsupported success type: use `()`, `String`, `bytes::Bytes`, `courier::BodyStream`, `Option<T>`, `courier::Response<T>` or a deserializable type");
             None
         }
     }

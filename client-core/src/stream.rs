@@ -1,0 +1,277 @@
+//! Response bodies read as they arrive: a method returning [`BodyStream`]
+//! (or `Option<BodyStream>`, `courier::Response<BodyStream>`).
+//!
+//! ```
+//! use courier::{BodyStream, Error, client};
+//! use futures_util::StreamExt;
+//!
+//! #[client(name = "archive")]
+//! trait Archive {
+//!     #[get("/exports/{id}")]
+//!     #[timeout("5s")]   // until the headers; then each chunk within 5s
+//!     async fn export(&self, id: u64) -> Result<BodyStream, Error>;
+//! }
+//!
+//! async fn save(
+//!     archive: &ArchiveClient,
+//!     file: &mut tokio::fs::File,
+//! ) -> Result<u64, Box<dyn std::error::Error>> {
+//!     use tokio::io::AsyncWriteExt;
+//!     let mut body = archive.export(7).await?.max_bytes(8 << 30); // up to 8 GiB
+//!     let mut written = 0;
+//!     while let Some(chunk) = body.next().await {
+//!         let chunk = chunk?;
+//!         written += chunk.len() as u64;
+//!         file.write_all(&chunk).await?;
+//!     }
+//!     Ok(written)
+//! }
+//! ```
+//!
+//! ## What covers what
+//!
+//! - **The call** (deadline, retries, hedges, breaker, bulkhead, rate
+//!   limit, fallback) ends when the response's headers arrive: the
+//!   method's `timeout` is the time to first byte. An error status is still
+//!   an error (its body read for the snippet, retried as usual); a success
+//!   hands over the stream, and the breaker records it as a success then.
+//!   A bulkhead permit is given back at that point too, so a slow reader
+//!   does not hold one.
+//! - **The rest of the body** is read at the caller's pace. Each chunk must
+//!   arrive within the *idle timeout*, by default the method's `timeout`
+//!   ([`idle_timeout`](BodyStream::idle_timeout) changes it); a stall is
+//!   an [`ErrorKind::Timeout`](crate::ErrorKind::Timeout) item. A body
+//!   that breaks off is an [`ErrorKind::Body`](crate::ErrorKind::Body)
+//!   item. Neither is retried: the caller holds the part already read.
+//! - **The size limit** is a running total: the client's
+//!   `max_response_bytes` unless [`max_bytes`](BodyStream::max_bytes) sets
+//!   another for this body; a declared length over it fails at once, a
+//!   stream as soon as it passes it, with a `Body` error item
+//!   ([`Error::is_too_large`](crate::Error::is_too_large)).
+//!
+//! After an error item the stream ends. Nothing is buffered beyond the
+//! chunk being handed over: memory stays flat however long the body
+//! (`tests/streaming.rs` streams 1 GiB and checks the resident set).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::Stream;
+use http_body::Body as _;
+use tokio::time::{Instant, Sleep};
+
+use crate::transport::ResponseBody;
+use crate::{Error, ErrorKind};
+
+/// A response body read chunk by chunk: a `Stream` of
+/// `Result<Bytes, courier::Error>`. See the [module docs](self) for the
+/// timeouts and the size limit that apply.
+pub struct BodyStream {
+    body: ResponseBody,
+    /// Bytes handed over so far.
+    read: u64,
+    limit: u64,
+    /// The length the response declared, if any.
+    declared: Option<u64>,
+    idle: Option<Duration>,
+    /// The idle timer, made at the first wait and reused.
+    timer: Option<Pin<Box<Sleep>>>,
+    /// Whether the timer runs for the current wait: it starts when a poll
+    /// finds no data, not when the last chunk was handed over, so a slow
+    /// reader is not taken for a stalled server.
+    waiting: bool,
+    done: bool,
+}
+
+impl BodyStream {
+    pub(crate) fn new(
+        body: ResponseBody,
+        limit: usize,
+        declared: Option<u64>,
+        idle: Duration,
+    ) -> Self {
+        BodyStream {
+            body,
+            read: 0,
+            limit: u64::try_from(limit).unwrap_or(u64::MAX),
+            declared,
+            idle: Some(idle),
+            timer: None,
+            waiting: false,
+            done: false,
+        }
+    }
+
+    /// A stream of these chunks, e.g. in a fake or a fallback.
+    pub fn from_chunks<I>(chunks: I) -> Self
+    where
+        I: IntoIterator<Item = Bytes>,
+    {
+        let frames: Vec<Result<http_body::Frame<Bytes>, crate::BoxError>> = chunks
+            .into_iter()
+            .map(|chunk| Ok(http_body::Frame::data(chunk)))
+            .collect();
+        let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
+        BodyStream {
+            body: http_body_util::BodyExt::boxed_unsync(body),
+            read: 0,
+            limit: u64::MAX,
+            declared: None,
+            idle: None,
+            timer: None,
+            waiting: false,
+            done: false,
+        }
+    }
+
+    /// Sets the size limit of this body (instead of the client's
+    /// `max_response_bytes`), before reading it.
+    #[must_use]
+    pub fn max_bytes(mut self, limit: u64) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// Sets how long to wait for each chunk (by default the method's
+    /// `timeout`); `None` waits as long as the server takes.
+    #[must_use]
+    pub fn idle_timeout(mut self, idle: Option<Duration>) -> Self {
+        self.idle = idle;
+        self.timer = None;
+        self.waiting = false;
+        self
+    }
+
+    /// The length the response declared (`Content-Length`), if any.
+    pub fn declared_length(&self) -> Option<u64> {
+        self.declared
+    }
+
+    /// Bytes handed over so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.read
+    }
+
+    /// Ends the stream with `error`.
+    fn fail(&mut self, error: Error) -> Poll<Option<Result<Bytes, Error>>> {
+        self.done = true;
+        self.timer = None;
+        Poll::Ready(Some(Err(error)))
+    }
+}
+
+impl Stream for BodyStream {
+    type Item = Result<Bytes, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        if this.read == 0
+            && let Some(declared) = this.declared
+            && declared > this.limit
+        {
+            let limit = this.limit;
+            return this.fail(too_large(&declared.to_string(), limit));
+        }
+        loop {
+            match Pin::new(&mut this.body).poll_frame(cx) {
+                Poll::Ready(None) => {
+                    this.done = true;
+                    this.timer = None;
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    let kind = if is_timeout(&*e) {
+                        ErrorKind::Timeout
+                    } else {
+                        ErrorKind::Body
+                    };
+                    return this
+                        .fail(Error::new(kind, "the response body broke off").with_source(e));
+                }
+                Poll::Ready(Some(Ok(frame))) => {
+                    let Ok(chunk) = frame.into_data() else {
+                        continue; // trailers
+                    };
+                    if chunk.is_empty() {
+                        continue;
+                    }
+                    let total = this.read.saturating_add(chunk.len() as u64);
+                    if total > this.limit {
+                        let limit = this.limit;
+                        return this.fail(too_large(&format!("more than {limit}"), limit));
+                    }
+                    this.read = total;
+                    this.waiting = false;
+                    return Poll::Ready(Some(Ok(chunk)));
+                }
+                Poll::Pending => {
+                    let Some(idle) = this.idle else {
+                        return Poll::Pending;
+                    };
+                    let timer = this
+                        .timer
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                    if !this.waiting {
+                        timer.as_mut().reset(Instant::now() + idle);
+                        this.waiting = true;
+                    }
+                    ready!(timer.as_mut().poll(cx));
+                    let waited = humantime::format_duration(idle);
+                    return this.fail(Error::new(
+                        ErrorKind::Timeout,
+                        format!("no data from the response body for {waited} (idle timeout)"),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Debug for BodyStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BodyStream")
+            .field("read", &self.read)
+            .field("limit", &self.limit)
+            .field("declared", &self.declared)
+            .field("idle", &self.idle)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
+fn too_large(len: &str, limit: u64) -> Error {
+    Error::new(
+        ErrorKind::Body,
+        format!(
+            "the response body ({len} bytes) is larger than the limit of {limit} bytes \
+             (max_response_bytes, or BodyStream::max_bytes)"
+        ),
+    )
+    .too_large()
+}
+
+/// Whether a body error is a timeout of the transport's own.
+fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(e) = cause {
+        if let Some(e) = e.downcast_ref::<reqwest::Error>()
+            && e.is_timeout()
+        {
+            return true;
+        }
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}
