@@ -64,8 +64,11 @@ use futures_util::Stream;
 use http_body::Body as _;
 use tokio::time::{Instant, Sleep};
 
-use crate::transport::ResponseBody;
-use crate::{Error, ErrorKind};
+use crate::{BoxError, Error, ErrorKind};
+
+/// The transport's response body (`transport::ResponseBody`), named here
+/// so that this lower layer does not import the transport.
+type ResponseBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
 
 /// A response body read chunk by chunk: a `Stream` of
 /// `Result<Bytes, courier::Error>`. See the [module docs](self) for the
@@ -111,7 +114,7 @@ impl BodyStream {
     where
         I: IntoIterator<Item = Bytes>,
     {
-        let frames: Vec<Result<http_body::Frame<Bytes>, crate::BoxError>> = chunks
+        let frames: Vec<Result<http_body::Frame<Bytes>, BoxError>> = chunks
             .into_iter()
             .map(|chunk| Ok(http_body::Frame::data(chunk)))
             .collect();
