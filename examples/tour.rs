@@ -101,6 +101,15 @@ pub trait Users {
     #[get("/users/export")]
     async fn export(&self) -> Result<BodyStream, Error>;
 
+    /// Imports users from NDJSON, the body streamed as it is produced
+    /// (read once: never retried).
+    #[post("/users/import")]
+    async fn import(
+        &self,
+        #[header("Content-Type")] content_type: &str,
+        #[body] ndjson: BodyStream,
+    ) -> Result<String, Error>;
+
     /// One user by id, or `None` when there is no such user (404).
     #[get("/users/{id}")]
     async fn lookup(&self, id: u64) -> Result<Option<User>, Error>;
@@ -279,6 +288,14 @@ async fn export_users(State(db): State<Shared>) -> impl IntoResponse {
     axum::body::Body::from_stream(futures::stream::iter(lines))
 }
 
+async fn import_users(headers: HeaderMap, body: String) -> String {
+    let kind = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("none");
+    format!("imported {} lines of {kind}", body.lines().count())
+}
+
 async fn report() -> impl IntoResponse {
     (
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -401,6 +418,7 @@ async fn start_demo_service() -> std::io::Result<(String, Shared)> {
         .route("/api/v1/users", get(find_users).post(create_user))
         .route("/api/v1/users/count", get(count_users))
         .route("/api/v1/users/export", get(export_users))
+        .route("/api/v1/users/import", axum::routing::post(import_users))
         .route(
             "/api/v1/users/{id}/avatar",
             axum::routing::post(upload_avatar),
@@ -518,6 +536,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             String::from_utf8_lossy(&chunk?).trim_end()
         );
     }
+
+    step(
+        "a streamed upload, proxied: users.import(\"application/x-ndjson\", users.export().await?)",
+    );
+    let export = users.export().await?;
+    println!("-> {}", users.import("application/x-ndjson", export).await?);
 
     step("a 404 read as None: users.lookup(404)");
     let nobody = users.lookup(404).await?;

@@ -3,7 +3,9 @@
 //! test says: chunks reach the caller before the body is complete, the
 //! size limit is a running total, the deadline covers the time to first
 //! byte and the idle timeout each wait after it, and memory stays flat
-//! over 1 GiB.
+//! over 1 GiB. Streamed request bodies (`#[body] BodyStream`) against
+//! wiremock: sent as they are, once, never retried, proxied from a
+//! download without buffering.
 
 use std::time::{Duration, Instant};
 
@@ -373,4 +375,165 @@ async fn memory_stays_flat_while_streaming_one_gib() {
         growth_mib < 64,
         "the resident set grew by {growth_mib} MiB while streaming 1 GiB"
     );
+}
+
+// ===== streamed request bodies =====
+
+#[client(name = "store")]
+#[retry(max_attempts = 3, backoff = "1ms..2ms")]
+trait Store {
+    /// A streamed body: never retried, whatever the trait says.
+    #[put("/objects/{key}")]
+    async fn put(&self, key: &str, #[body] data: BodyStream) -> Result<(), Error>;
+
+    /// With a content type of the caller's.
+    #[put("/objects/{key}")]
+    async fn put_typed(
+        &self,
+        key: &str,
+        #[header("Content-Type")] content_type: &str,
+        #[body] data: BodyStream,
+    ) -> Result<(), Error>;
+}
+
+fn store(url: &str) -> StoreClient {
+    support::builder::<StoreClient>()
+        .base_url(url)
+        .build()
+        .expect("valid")
+}
+
+fn chunks(parts: &[&'static str]) -> BodyStream {
+    let items: Vec<Result<Bytes, std::io::Error>> = parts
+        .iter()
+        .map(|p| Ok(Bytes::from_static(p.as_bytes())))
+        .collect();
+    BodyStream::from_stream(futures::stream::iter(items))
+}
+
+#[tokio::test]
+async fn a_streamed_body_is_sent_chunked_or_with_its_declared_length() {
+    use wiremock::matchers::{body_bytes, method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let server = MockServer::start().await;
+    Mock::given(method("PUT"))
+        .and(path("/objects/a"))
+        .and(body_bytes("one two three"))
+        .respond_with(ResponseTemplate::new(200))
+        .expect(3)
+        .mount(&server)
+        .await;
+    let client = store(&server.uri());
+    client
+        .put("a", chunks(&["one ", "two ", "three"]))
+        .await
+        .expect("stored");
+    client
+        .put("a", chunks(&["one ", "two ", "three"]).with_length(13))
+        .await
+        .expect("stored");
+    client
+        .put_typed("a", "text/plain", chunks(&["one two three"]))
+        .await
+        .expect("stored");
+    let requests = server.received_requests().await.expect("recorded");
+    let header_of = |i: usize, name: &str| {
+        requests[i]
+            .headers
+            .get(name)
+            .map(|v| v.to_str().unwrap_or_default().to_owned())
+    };
+    assert_eq!(
+        header_of(0, "transfer-encoding").as_deref(),
+        Some("chunked")
+    );
+    assert_eq!(
+        header_of(0, "content-type").as_deref(),
+        Some("application/octet-stream")
+    );
+    assert_eq!(header_of(1, "content-length").as_deref(), Some("13"));
+    assert_eq!(header_of(1, "transfer-encoding"), None);
+    assert_eq!(header_of(2, "content-type").as_deref(), Some("text/plain"));
+}
+
+#[tokio::test]
+async fn a_streamed_body_is_never_retried() {
+    use wiremock::ResponseTemplate;
+    let server = support::answering(ResponseTemplate::new(503)).await;
+    let err = store(&server.uri())
+        .put("a", chunks(&["x"]))
+        .await
+        .expect_err("503");
+    assert_eq!(err.status().map(|s| s.as_u16()), Some(503));
+    assert_eq!(err.attempts(), 1);
+    assert_eq!(support::received(&server).await, 1);
+}
+
+#[tokio::test]
+async fn a_redirect_that_would_resend_the_stream_is_not_followed() {
+    use wiremock::ResponseTemplate;
+    let server = support::answering(
+        ResponseTemplate::new(307).insert_header("location", "/objects/elsewhere"),
+    )
+    .await;
+    let err = store(&server.uri())
+        .put("a", chunks(&["x"]))
+        .await
+        .expect_err("not followed");
+    assert_eq!(err.status().map(|s| s.as_u16()), Some(307));
+    assert!(err.to_string().contains("streamed body"), "{err}");
+    assert_eq!(support::received(&server).await, 1);
+}
+
+#[tokio::test]
+async fn a_stream_that_fails_fails_the_request() {
+    use wiremock::ResponseTemplate;
+    let server = support::answering(ResponseTemplate::new(200)).await;
+    let items: Vec<Result<Bytes, std::io::Error>> = vec![
+        Ok(Bytes::from_static(b"start")),
+        Err(std::io::Error::other("the disk went away")),
+    ];
+    let err = store(&server.uri())
+        .put("a", BodyStream::from_stream(futures::stream::iter(items)))
+        .await
+        .expect_err("the body broke");
+    assert_eq!(err.attempts(), 1, "{err}");
+    // The caller's stream failed, not the service: not a transport error
+    // the breaker would count.
+    assert!(err.is_invalid_request(), "{err}");
+    assert!(
+        err.to_string()
+            .contains("the streamed request body failed: the disk went away"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_download_is_proxied_to_an_upload_without_buffering() {
+    use wiremock::matchers::body_bytes;
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let (source, go) = scripted(vec![vec![
+        chunked_head(""),
+        chunk(b"first "),
+        Step::Wait,
+        chunk(b"second"),
+        end(),
+    ]])
+    .await;
+    let sink = MockServer::start().await;
+    Mock::given(body_bytes("first second"))
+        .respond_with(ResponseTemplate::new(201))
+        .expect(1)
+        .mount(&sink)
+        .await;
+    let download = archive(&source).export().await.expect("headers");
+    // The upload runs while the source still holds back its second chunk.
+    let upload = tokio::spawn({
+        let sink = store(&sink.uri());
+        async move { sink.put("copy", download).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!upload.is_finished(), "the upload waits for the source");
+    go.send(()).expect("source waits");
+    upload.await.expect("joined").expect("stored");
 }

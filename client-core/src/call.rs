@@ -237,6 +237,7 @@ mod tests {
         path: "/x",
         idempotent: false,
         auth: true,
+        replayable: true,
         policy: Overrides::NONE,
     };
 

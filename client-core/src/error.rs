@@ -33,7 +33,9 @@ pub enum ErrorKind {
     Builder,
     /// The call's arguments could not form a valid request (a path parameter
     /// of `..`, a header value with a line break, a body that does not
-    /// serialize). Nothing was sent.
+    /// serialize). Nothing was sent; except when a streamed request body
+    /// (`#[body] BodyStream`) fails while it is sent, the one case where part
+    /// of it may have gone out (the message says the stream failed).
     InvalidRequest,
     /// An [`Interceptor`](crate::Interceptor) refused the request. Nothing was
     /// sent.

@@ -47,6 +47,9 @@ pub struct RequestParts {
     /// an empty map against 24 for an empty list).
     pub(crate) headers: Vec<(HeaderName, HeaderValue)>,
     pub(crate) body: Option<Bytes>,
+    /// A streamed body (`#[body] BodyStream`), taken by the one request
+    /// that sends it. Boxed: `None` costs every other call 8 bytes.
+    pub(crate) stream: Option<Box<std::sync::Mutex<Option<crate::stream::BodyStream>>>>,
     /// How long a streamed response body may stall between chunks (the
     /// method's `timeout`; set only for a `BodyStream` return value).
     pub(crate) stream_idle: std::time::Duration,
@@ -64,6 +67,7 @@ impl RequestParts {
             url,
             headers: Vec::new(),
             body: None,
+            stream: None,
             stream_idle: std::time::Duration::ZERO,
         }
     }
@@ -257,6 +261,30 @@ impl RequestParts {
         self.headers.push((CONTENT_TYPE, content_type));
         self.body = Some(body);
         Ok(())
+    }
+
+    /// Sets the body to `stream`, read once as it is sent (chunked, or
+    /// with `Content-Length` when the stream declares its length), with
+    /// `content-type: application/octet-stream` unless a header parameter
+    /// set one.
+    pub fn set_stream_body(&mut self, stream: crate::stream::BodyStream) {
+        if !self.headers.iter().any(|(name, _)| name == CONTENT_TYPE) {
+            self.headers.push((
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            ));
+        }
+        self.stream = Some(Box::new(std::sync::Mutex::new(Some(stream))));
+    }
+
+    /// Takes the streamed body; `None` once taken (or when there is none).
+    pub(crate) fn take_stream(&self) -> Option<crate::stream::BodyStream> {
+        let cell = self.stream.as_ref()?;
+        // A poisoned lock still holds the stream (or its absence).
+        let mut slot = cell
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        slot.take()
     }
 
     /// Compresses the body with gzip (`#[compress]`) when it has at least

@@ -1,5 +1,7 @@
-//! Response bodies read as they arrive: a method returning [`BodyStream`]
-//! (or `Option<BodyStream>`, `courier::Response<BodyStream>`).
+//! Bodies as streams: a method returning [`BodyStream`] (or
+//! `Option<BodyStream>`, `courier::Response<BodyStream>`) reads the
+//! response as it arrives; a `#[body] data: BodyStream` parameter sends the
+//! request body as it is produced (see [Request bodies](#request-bodies)).
 //!
 //! ```
 //! use courier::{BodyStream, Error, client};
@@ -40,18 +42,38 @@
 //! - **The rest of the body** is read at the caller's pace. Each chunk must
 //!   arrive within the *idle timeout*, by default the method's `timeout`
 //!   ([`idle_timeout`](BodyStream::idle_timeout) changes it); a stall is
-//!   an [`ErrorKind::Timeout`](crate::ErrorKind::Timeout) item. A body
-//!   that breaks off is an [`ErrorKind::Body`](crate::ErrorKind::Body)
+//!   an [`ErrorKind::Timeout`] item. A body
+//!   that breaks off is an [`ErrorKind::Body`]
 //!   item. Neither is retried: the caller holds the part already read.
 //! - **The size limit** is a running total: the client's
 //!   `max_response_bytes` unless [`max_bytes`](BodyStream::max_bytes) sets
 //!   another for this body; a declared length over it fails at once, a
 //!   stream as soon as it passes it, with a `Body` error item
-//!   ([`Error::is_too_large`](crate::Error::is_too_large)).
+//!   ([`Error::is_too_large`]).
 //!
 //! After an error item the stream ends. Nothing is buffered beyond the
 //! chunk being handed over: memory stays flat however long the body
 //! (`tests/streaming.rs` streams 1 GiB and checks the resident set).
+//!
+//! ## Request bodies
+//!
+//! `#[body] data: BodyStream` sends the stream as it is read: chunked, or
+//! with `Content-Length` when it declares its length
+//! ([`with_length`](BodyStream::with_length)), with `content-type:
+//! application/octet-stream` unless a `#[header("Content-Type")]` sets
+//! one. Make one from any stream of `Result<Bytes, E>` with
+//! [`from_stream`](BodyStream::from_stream) (a file through
+//! `tokio_util::io::ReaderStream`, say), or pass a downloaded
+//! `BodyStream` straight on: a proxy that never holds the whole body.
+//!
+//! A stream is read once, so such a method is never retried or hedged
+//! (a method-level `#[retry]` or `#[hedge]` is a compile error; a
+//! trait-level or configured one does not apply to it), has no fallback
+//! (the body is gone), does not follow a 307/308 redirect (which would
+//! send the body again) nor resend after a `401` with refreshed
+//! credentials. A stream that fails while it is sent fails the call with
+//! [`ErrorKind::InvalidRequest`] saying so (the caller's stream failed,
+//! not the service: the breaker does not count it).
 
 use std::fmt;
 use std::future::Future;
@@ -107,6 +129,51 @@ impl BodyStream {
             waiting: false,
             done: false,
         }
+    }
+
+    /// A body read from `stream`: to send as a request body (`#[body]`,
+    /// read once, so the method is never retried or hedged), or to return
+    /// from a fake or a fallback. No size limit and no idle timeout unless
+    /// set; the length is unknown (sent chunked) unless
+    /// [`with_length`](Self::with_length) gives it.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use courier::BodyStream;
+    ///
+    /// let lines = futures_util::stream::iter(
+    ///     ["a\n", "b\n"].map(|line| Ok::<_, std::io::Error>(Bytes::from(line))),
+    /// );
+    /// let body = BodyStream::from_stream(lines).with_length(4);
+    /// assert_eq!(body.declared_length(), Some(4));
+    /// ```
+    pub fn from_stream<S, E>(stream: S) -> Self
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + 'static,
+        E: Into<BoxError> + 'static,
+    {
+        use futures_util::TryStreamExt as _;
+        let frames = stream.map_ok(http_body::Frame::data).map_err(Into::into);
+        let body = http_body_util::StreamBody::new(frames);
+        BodyStream {
+            body: http_body_util::BodyExt::boxed_unsync(body),
+            read: 0,
+            limit: u64::MAX,
+            declared: None,
+            idle: None,
+            timer: None,
+            waiting: false,
+            done: false,
+        }
+    }
+
+    /// Declares the body's length, sent as `Content-Length` when this is a
+    /// request body (otherwise it is sent chunked). A body that then ends
+    /// early or runs long fails its request.
+    #[must_use]
+    pub fn with_length(mut self, len: u64) -> Self {
+        self.declared = Some(len);
+        self
     }
 
     /// A stream of these chunks, e.g. in a fake or a fallback.
@@ -258,6 +325,86 @@ fn too_large(len: &str, limit: u64) -> Error {
         ),
     )
     .too_large()
+}
+
+/// A [`BodyStream`] as an outgoing `http_body::Body`: `Sync` (transports
+/// ask for it; the stream is only ever polled through `&mut`), its length
+/// declared when known.
+pub(crate) struct Outgoing {
+    stream: sync_wrapper::SyncWrapper<BodyStream>,
+    len: Option<u64>,
+}
+
+impl Outgoing {
+    pub(crate) fn new(stream: BodyStream) -> Self {
+        Outgoing {
+            len: stream.declared,
+            stream: sync_wrapper::SyncWrapper::new(stream),
+        }
+    }
+}
+
+impl http_body::Body for Outgoing {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        let stream = self.stream.get_mut();
+        match ready!(Pin::new(stream).poll_next(cx)) {
+            None => Poll::Ready(None),
+            Some(Ok(chunk)) => Poll::Ready(Some(Ok(http_body::Frame::data(chunk)))),
+            Some(Err(e)) => Poll::Ready(Some(Err(BoxError::from(UploadFailed(e))))),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        // (`SyncWrapper` gives no shared access: the length was read when
+        // the body was made.)
+        match self.len {
+            Some(len) => http_body::SizeHint::with_exact(len),
+            None => http_body::SizeHint::default(),
+        }
+    }
+}
+
+/// The error a streamed request body yielded, marked so that the
+/// transport's error says the caller's stream failed, not the service.
+#[derive(Debug)]
+pub(crate) struct UploadFailed(Error);
+
+impl fmt::Display for UploadFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The stream's own error when there is one (a caller's stream), or
+        // what went wrong reading it (a proxied download that stalled).
+        match std::error::Error::source(&self.0) {
+            Some(cause) => write!(f, "the streamed request body failed: {cause}"),
+            None => write!(f, "the streamed request body failed: {}", self.0),
+        }
+    }
+}
+
+impl std::error::Error for UploadFailed {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+/// When a transport error comes from a streamed request body that failed,
+/// the error to return: [`ErrorKind::InvalidRequest`] (the caller's
+/// stream, not the service, failed; part of the body may have been sent),
+/// saying so.
+pub(crate) fn upload_failure(e: &(dyn std::error::Error + 'static)) -> Option<Error> {
+    let mut cause = Some(e);
+    while let Some(e) = cause {
+        if let Some(failed) = e.downcast_ref::<UploadFailed>() {
+            return Some(Error::invalid_request(failed.to_string()));
+        }
+        cause = e.source();
+    }
+    None
 }
 
 /// Whether a body error is a timeout of the transport's own.

@@ -103,49 +103,127 @@ pub use hyper_client::HyperTransport;
 
 // ===== the types at the boundary =====
 
-/// The body of a request at the tower boundary: the whole body, or none.
-#[derive(Debug, Default, Clone)]
-pub struct Body(Option<Bytes>);
+/// The body of a request at the tower boundary: the whole body, none, or
+/// a stream read once (a `BodyStream` `#[body]`).
+///
+/// A clone of a streamed body cannot have the stream (it is read once): it
+/// fails with an error when polled, so a layer that resends a clone fails
+/// loudly instead of sending an empty body.
+#[derive(Default)]
+pub struct Body(Inner);
+
+#[derive(Default)]
+enum Inner {
+    #[default]
+    Empty,
+    Full(Bytes),
+    Stream(crate::stream::Outgoing),
+    /// A clone of a streamed body.
+    Spent,
+}
 
 impl Body {
     /// A body of these bytes.
     pub fn new(bytes: Bytes) -> Self {
-        Body(Some(bytes))
+        Body(Inner::Full(bytes))
     }
 
     /// No body.
     pub fn empty() -> Self {
-        Body(None)
+        Body(Inner::Empty)
     }
 
-    /// The bytes, if any.
+    /// A body read from a stream, once.
+    pub fn from_stream(stream: BodyStream) -> Self {
+        Body(Inner::Stream(crate::stream::Outgoing::new(stream)))
+    }
+
+    fn of(bytes: Option<&Bytes>, stream: Option<BodyStream>) -> Self {
+        match (stream, bytes) {
+            (Some(stream), _) => Body::from_stream(stream),
+            (None, Some(bytes)) => Body(Inner::Full(bytes.clone())),
+            (None, None) => Body(Inner::Empty),
+        }
+    }
+
+    /// The bytes, if the body is whole (not a stream).
     pub fn as_bytes(&self) -> Option<&Bytes> {
-        self.0.as_ref()
+        match &self.0 {
+            Inner::Full(bytes) => Some(bytes),
+            _ => None,
+        }
     }
 
-    /// Takes the bytes.
+    /// Takes the bytes, if the body is whole (not a stream).
     pub fn into_bytes(self) -> Option<Bytes> {
-        self.0
+        match self.0 {
+            Inner::Full(bytes) => Some(bytes),
+            _ => None,
+        }
+    }
+
+    /// Whether the body is a stream (or a clone of one), read once.
+    pub fn is_stream(&self) -> bool {
+        matches!(self.0, Inner::Stream(_) | Inner::Spent)
+    }
+}
+
+impl Clone for Body {
+    fn clone(&self) -> Self {
+        Body(match &self.0 {
+            Inner::Empty => Inner::Empty,
+            Inner::Full(bytes) => Inner::Full(bytes.clone()),
+            Inner::Stream(_) | Inner::Spent => Inner::Spent,
+        })
+    }
+}
+
+impl fmt::Debug for Body {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Inner::Empty => f.write_str("Body(empty)"),
+            Inner::Full(bytes) => write!(f, "Body({} bytes)", bytes.len()),
+            Inner::Stream(_) => f.write_str("Body(stream)"),
+            Inner::Spent => f.write_str("Body(clone of a stream)"),
+        }
     }
 }
 
 impl http_body::Body for Body {
     type Data = Bytes;
-    type Error = std::convert::Infallible;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
+        cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        Poll::Ready(self.0.take().map(|bytes| Ok(Frame::data(bytes))))
+        match &mut self.0 {
+            Inner::Empty => Poll::Ready(None),
+            Inner::Full(_) => match std::mem::take(&mut self.0) {
+                Inner::Full(bytes) => Poll::Ready(Some(Ok(Frame::data(bytes)))),
+                _ => Poll::Ready(None),
+            },
+            Inner::Stream(stream) => Pin::new(stream).poll_frame(cx),
+            Inner::Spent => {
+                self.0 = Inner::Empty;
+                Poll::Ready(Some(Err(BoxError::from(
+                    "a streamed request body is read once: a clone of it cannot be sent",
+                ))))
+            }
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.0.is_none()
+        matches!(self.0, Inner::Empty)
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        http_body::SizeHint::with_exact(self.0.as_ref().map_or(0, |b| b.len() as u64))
+        match &self.0 {
+            Inner::Empty => http_body::SizeHint::with_exact(0),
+            Inner::Full(bytes) => http_body::SizeHint::with_exact(bytes.len() as u64),
+            Inner::Stream(stream) => stream.size_hint(),
+            Inner::Spent => http_body::SizeHint::default(),
+        }
     }
 }
 
@@ -299,6 +377,8 @@ enum NotFollowed {
     OtherOrigin,
     Limit,
     NoLocation,
+    /// A 307 or 308 would send a streamed body again.
+    StreamedBody,
 }
 
 fn next_hop(
@@ -550,6 +630,10 @@ impl Settings {
         };
         let mut method = Cow::Borrowed(verb);
         let mut body = parts.body.as_ref();
+        // A streamed body (read once): sent by the first request only; a
+        // redirect or a 401 that would send it again is not followed.
+        let streamed = parts.stream.is_some();
+        let mut stream_kept = streamed;
         let mut own_headers = true;
         let mut hops = 0u8;
         // NOTE(auth): a 401 to refreshable credentials is sent again once,
@@ -558,7 +642,7 @@ impl Settings {
         loop {
             let mut headers = HeaderMap::new();
             for (name, value) in &parts.headers {
-                if own_headers || (*name == CONTENT_TYPE && body.is_some()) {
+                if own_headers || (*name == CONTENT_TYPE && (body.is_some() || stream_kept)) {
                     headers.append(name.clone(), value.clone());
                 }
             }
@@ -571,7 +655,7 @@ impl Settings {
                 // The inbound request's allow-listed headers (`context`).
                 crate::context::propagate(&mut headers);
             }
-            if body.is_none() && parts.body.is_some() {
+            if body.is_none() && !stream_kept && (parts.body.is_some() || streamed) {
                 // A hop turned the request into a GET without the body.
                 headers.remove(CONTENT_TYPE);
             }
@@ -598,30 +682,48 @@ impl Settings {
             if probe.log.level >= LogLevel::Headers {
                 // The URL without the hooks' query parameters: they may be
                 // secrets.
-                log::request(&probe.line(), &url, &headers, body.map(|b| &b[..]));
+                let shown = match body {
+                    Some(b) => Some(&b[..]),
+                    None if stream_kept => Some(&b"(a streamed body)"[..]),
+                    None => None,
+                };
+                log::request(&probe.line(), &url, &headers, shown);
             }
             if hops == 0 && !resent {
                 sent.fetch_add(1, Ordering::Relaxed);
             }
             let target = signed.url(&url);
+            let stream = if stream_kept {
+                Some(parts.take_stream().ok_or_else(|| {
+                    Error::invalid_request(
+                        "the streamed request body was sent already: it is read once and \
+                         cannot be sent again",
+                    )
+                })?)
+            } else {
+                None
+            };
             // NOTE: requests are built by plain functions and only the
             // transport's own future is awaited here: an `async fn` taking
             // the request would keep it twice in the call's future
             // (rust-lang/rust#62958), which every call pays for in copies.
             let mut incoming = match &self.transport {
                 Transport::Reqwest(client) => {
-                    let request = Self::reqwest_request(&method, &target, headers, body)?;
+                    let request =
+                        Self::reqwest_request(&method, &target, headers, Body::of(body, stream))?;
                     let response = client.execute(request).await;
                     Incoming::Reqwest(response.map_err(transport_error)?)
                 }
                 #[cfg(feature = "hyper-transport")]
                 Transport::Hyper(sender) => {
-                    let request = sender.request(&method, &target, headers, body)?;
+                    let request =
+                        sender.request(&method, &target, headers, Body::of(body, stream))?;
                     let response = sender.send(request).await;
                     Incoming::Hyper(response.map_err(hyper_client::send_error)?)
                 }
                 Transport::Layered(service) => {
-                    let request = Self::http_request(&method, &target, headers, body)?;
+                    let request =
+                        Self::http_request(&method, &target, headers, Body::of(body, stream))?;
                     // Boxed: the stack's future holds the request until the
                     // service is ready, and only layered clients pay for it.
                     let response = Box::pin(service.clone().oneshot(request)).await;
@@ -630,7 +732,7 @@ impl Settings {
             };
             let status = incoming.status();
             observed.answered(status);
-            if status == StatusCode::UNAUTHORIZED && !resent && signed.refresh() {
+            if status == StatusCode::UNAUTHORIZED && !resent && !streamed && signed.refresh() {
                 resent = true;
                 continue;
             }
@@ -645,11 +747,16 @@ impl Settings {
             }
             let location = incoming.headers().get(LOCATION);
             match next_hop(self.redirects, &url, status, &method, location, hops) {
+                Ok(hop) if streamed && hop.keep_body => {
+                    let why = NotFollowed::StreamedBody;
+                    return Err(self.unfollowed(&mut incoming, why, observed).await);
+                }
                 Ok(hop) => {
                     hops += 1;
                     own_headers &= hop.same_origin;
                     if !hop.keep_body {
                         body = None;
+                        stream_kept = false;
                     }
                     method = Cow::Owned(hop.method);
                     url = Cow::Owned(hop.url);
@@ -668,14 +775,16 @@ impl Settings {
         method: &Method,
         url: &str,
         headers: HeaderMap,
-        body: Option<&Bytes>,
+        body: Body,
     ) -> Result<reqwest::Request, Error> {
         let parsed = url::Url::parse(url)
             .map_err(|e| Error::invalid_request("the request URL is not valid").with_source(e))?;
         let mut request = reqwest::Request::new(method.clone(), parsed);
         *request.headers_mut() = headers;
-        if let Some(body) = body {
-            *request.body_mut() = Some(body.clone().into());
+        match body.0 {
+            Inner::Empty | Inner::Spent => {}
+            Inner::Full(bytes) => *request.body_mut() = Some(bytes.into()),
+            Inner::Stream(_) => *request.body_mut() = Some(reqwest::Body::wrap(body)),
         }
         Ok(request)
     }
@@ -685,9 +794,9 @@ impl Settings {
         method: &Method,
         url: &str,
         headers: HeaderMap,
-        body: Option<&Bytes>,
+        body: Body,
     ) -> Result<HttpRequest, Error> {
-        let mut request = http::Request::new(Body(body.cloned()));
+        let mut request = http::Request::new(body);
         *request.method_mut() = method.clone();
         *request.uri_mut() = url
             .parse()
@@ -818,6 +927,10 @@ impl Settings {
             }
             NotFollowed::Limit => " (too many redirects)",
             NotFollowed::NoLocation => " (a redirect without a usable Location)",
+            NotFollowed::StreamedBody => {
+                " (a redirect that would send the streamed body again, which is read once: \
+                 not followed)"
+            }
         };
         self.status_error(incoming, note, observed).await
     }
@@ -837,6 +950,9 @@ fn too_large(len: String, limit: usize) -> Error {
 /// Classifies a reqwest failure. The URL is stripped from it: it may carry a
 /// query string with secrets.
 fn transport_error(e: reqwest::Error) -> Error {
+    if let Some(failed) = crate::stream::upload_failure(&e) {
+        return failed;
+    }
     let (kind, message) = if e.is_connect() {
         let what = if e.is_timeout() {
             "connect timed out"
@@ -858,6 +974,9 @@ fn transport_error(e: reqwest::Error) -> Error {
 /// errors as above, a layer's timeout as a timeout, anything else as a
 /// transport error.
 fn layered_error(e: BoxError) -> Error {
+    if let Some(failed) = crate::stream::upload_failure(&*e) {
+        return failed;
+    }
     #[cfg(feature = "hyper-transport")]
     let e = match e.downcast::<hyper_util::client::legacy::Error>() {
         Ok(e) => return hyper_client::send_error(*e),
@@ -894,6 +1013,28 @@ mod tests {
             location.as_ref(),
             0,
         )
+    }
+
+    /// A clone of a streamed body cannot have the stream: polling it is an
+    /// error, never an empty body sent as if complete.
+    #[tokio::test]
+    async fn a_clone_of_a_streamed_body_fails_when_polled() {
+        use http_body_util::BodyExt as _;
+        let stream = BodyStream::from_chunks([Bytes::from_static(b"once")]);
+        let body = Body::from_stream(stream);
+        let clone = body.clone();
+        assert!(body.is_stream() && clone.is_stream());
+        assert!(body.as_bytes().is_none());
+        let sent = body.collect().await.map(|c| c.to_bytes());
+        assert_eq!(sent.ok(), Some(Bytes::from_static(b"once")));
+        let resent = clone.collect().await;
+        let message = resent.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(message.contains("read once"), "{message}");
+
+        let whole = Body::new(Bytes::from_static(b"twice"));
+        let copy = whole.clone();
+        assert_eq!(copy.as_bytes(), Some(&Bytes::from_static(b"twice")));
+        assert!(!whole.is_stream());
     }
 
     #[test]

@@ -54,7 +54,7 @@ pub(crate) fn client(model: &ClientModel) -> TokenStream {
         .methods
         .iter()
         .enumerate()
-        .map(|(index, method)| inherent_method(vis, index, method));
+        .map(|(index, method)| inherent_method(vis, trait_ident, index, method));
     let impls = model
         .methods
         .iter()
@@ -131,6 +131,7 @@ fn method_def(method: &MethodModel) -> TokenStream {
     let path = &method.full_path;
     let idempotent = method.idempotent;
     let auth = method.auth;
+    let replayable = method.replayable;
     let policy = method.policy.to_tokens();
     quote! {
         ::courier::__private::spec::MethodDef {
@@ -139,6 +140,7 @@ fn method_def(method: &MethodModel) -> TokenStream {
             path: #path,
             idempotent: #idempotent,
             auth: #auth,
+            replayable: #replayable,
             policy: #policy,
         }
     }
@@ -147,13 +149,38 @@ fn method_def(method: &MethodModel) -> TokenStream {
 /// The method itself, as an inherent `async fn` of the client: a call on
 /// the concrete client type resolves here first, so its future is not boxed
 /// (one allocation fewer per call than through the trait).
-fn inherent_method(vis: &syn::Visibility, index: usize, method: &MethodModel) -> TokenStream {
+fn inherent_method(
+    vis: &syn::Visibility,
+    trait_ident: &syn::Ident,
+    index: usize,
+    method: &MethodModel,
+) -> TokenStream {
     let sig = &method.sig;
     let attrs = &method.kept_attrs;
     let decoder = &method.decoder;
     let fill = fill_request(method);
     let ident = &method.sig.ident;
     let args = method.params.iter().map(|p| &p.ident);
+    // A streamed body was moved into the request: the fallback cannot have
+    // it, so such a method has none. (The trait's method is still named, so
+    // a private trait whose client is only called directly gets no
+    // dead-code warning for it.)
+    let fallback = if !method.replayable {
+        quote! { let _ = <Self as #trait_ident>::#ident; }
+    } else {
+        quote! {
+            if let ::core::option::Option::Some(__courier_fallback) =
+                self.__courier_rt.fallback_for(#index, &__courier_err)
+            {
+                // In the call's span, marked as answered by the fallback.
+                return ::courier::__private::Instrument::instrument(
+                    __courier_fallback.#ident(#(#args),*),
+                    __courier_call.fallback_span(),
+                )
+                .await;
+            }
+        }
+    };
     quote! {
         #(#attrs)*
         #vis #sig {
@@ -169,16 +196,7 @@ fn inherent_method(vis: &syn::Visibility, index: usize, method: &MethodModel) ->
                     ::core::result::Result::Ok(__courier_value)
                 }
                 ::core::result::Result::Err(__courier_err) => {
-                    if let ::core::option::Option::Some(__courier_fallback) =
-                        self.__courier_rt.fallback_for(#index, &__courier_err)
-                    {
-                        // In the call's span, marked as answered by the fallback.
-                        return ::courier::__private::Instrument::instrument(
-                            __courier_fallback.#ident(#(#args),*),
-                            __courier_call.fallback_span(),
-                        )
-                        .await;
-                    }
+                    #fallback
                     ::core::result::Result::Err(::core::convert::From::from(__courier_err))
                 }
             }
@@ -332,6 +350,9 @@ fn fill_request(method: &MethodModel) -> Vec<TokenStream> {
                     __courier_req.set_body_with::<#codec, _>(&#ident)?;
                 });
             }
+            ParamKind::StreamBody => out.push(quote_spanned! {span=>
+                __courier_req.set_stream_body(#ident);
+            }),
             ParamKind::Form => out.push(quote_spanned! {span=>
                 __courier_req.set_body_with::<::courier::__private::Form, _>(&#ident)?;
             }),

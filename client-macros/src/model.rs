@@ -99,6 +99,9 @@ pub(crate) struct MethodModel {
     pub(crate) policy: Policies,
     /// The codec type of the `#[body]` and of a decoded return value.
     pub(crate) codec: TokenStream,
+    /// False with a streamed body: never retried, hedged, or given to a
+    /// fallback (the body is gone).
+    pub(crate) replayable: bool,
 }
 
 /// A piece of a path template.
@@ -151,6 +154,8 @@ pub(crate) enum ParamKind {
         optional: bool,
     },
     Body,
+    /// A `BodyStream` body, read once.
+    StreamBody,
     Form,
     /// A part (or parts) of a `multipart/form-data` body.
     Multipart {
@@ -504,6 +509,23 @@ impl MethodModel {
         let params = parse_params(&mut method.sig, &pieces, &template, errors);
         let mut decodes = false;
         let decoder = return_decoder(&method.sig, verb, &codec, &mut decodes, errors);
+        let replayable = !params
+            .iter()
+            .any(|p| matches!(p.kind, ParamKind::StreamBody));
+        if !replayable {
+            for what in ["retry", "hedge"] {
+                if let Some(attr) = policy.enabled_attr(what) {
+                    errors.at(
+                        attr,
+                        format!(
+                            "`#[{what}]` on a method with a streamed body: the stream is read \
+                             once as it is sent, so the request cannot be sent again (such a \
+                             method is never retried or hedged)"
+                        ),
+                    );
+                }
+            }
+        }
         if let Some((attr, _)) = &codec_attr {
             let encodes = params.iter().any(|p| matches!(p.kind, ParamKind::Body));
             if !encodes && !decodes && decoder.is_some() {
@@ -537,6 +559,7 @@ impl MethodModel {
             auth: !auth_none,
             policy,
             codec,
+            replayable,
         })
     }
 }
@@ -921,7 +944,7 @@ fn parse_params(
                             optional: option_inner(&ty).is_some(),
                         })
                     }),
-                "body" => attr.meta.require_path_only().map(|_| ParamKind::Body),
+                "body" => attr.meta.require_path_only().and_then(|_| body_kind(&ty)),
                 "form" => attr.meta.require_path_only().map(|_| ParamKind::Form),
                 "multipart" => multipart_kind(attr, &ident, &ty),
                 "path" => optional_name(attr, &ident).map(ParamKind::Path),
@@ -973,7 +996,10 @@ fn parse_params(
             }
         };
         match &kind {
-            ParamKind::Body | ParamKind::Form | ParamKind::Multipart { .. } => {
+            ParamKind::Body
+            | ParamKind::StreamBody
+            | ParamKind::Form
+            | ParamKind::Multipart { .. } => {
                 let multipart = matches!(kind, ParamKind::Multipart { .. });
                 if let Some((first, first_multipart)) = &body
                     && !(multipart && *first_multipart)
@@ -1220,6 +1246,23 @@ fn optional_name(attr: &Attribute, ident: &Ident) -> syn::Result<String> {
             }
             Ok(lit.value())
         }
+    }
+}
+
+/// A `#[body]`: a `BodyStream` by value is a streamed body; by reference
+/// it cannot be (the stream is read as it is sent).
+fn body_kind(ty: &Type) -> syn::Result<ParamKind> {
+    let is_stream = |ty: &Type| {
+        matches!(peel_group(ty), Type::Path(TypePath { qself: None, path, .. })
+            if path.segments.last().is_some_and(|s| s.ident == "BodyStream"))
+    };
+    match peel_group(ty) {
+        Type::Reference(r) if is_stream(&r.elem) => Err(syn::Error::new_spanned(
+            ty,
+            "a streamed body is given by value (`body: BodyStream`): it is read as it is sent",
+        )),
+        t if is_stream(t) => Ok(ParamKind::StreamBody),
+        _ => Ok(ParamKind::Body),
     }
 }
 

@@ -136,6 +136,9 @@ pub struct MethodDef {
     /// sent with this method: `true` unless it is marked `#[auth(none)]`
     /// (a public endpoint).
     pub auth: bool,
+    /// False when the request body is a stream, read once: the method is
+    /// never retried or hedged, whatever the policy says.
+    pub replayable: bool,
     /// The method-level policy attributes.
     pub policy: Overrides,
 }

@@ -30,6 +30,7 @@ const GET: MethodDef = MethodDef {
     path: "/api/v1/users/{id}",
     idempotent: false,
     auth: true,
+    replayable: true,
     policy: Overrides::NONE,
 };
 

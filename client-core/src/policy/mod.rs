@@ -248,7 +248,7 @@ impl MethodPolicy {
     pub fn resolve(def: &MethodDef, levels: &[&Overrides]) -> MethodPolicy {
         let l = Levels(levels);
         let idempotent = def.idempotent || def.verb.is_idempotent();
-        let retry = l.switch(Key::RetryEnabled).then(|| {
+        let retry = (def.replayable && l.switch(Key::RetryEnabled)).then(|| {
             let (backoff_base, backoff_max) = match l.value(Key::RetryBackoff) {
                 Some(Value::Backoff(a, b)) => (a, b),
                 _ => (Duration::ZERO, Duration::ZERO),
@@ -281,10 +281,11 @@ impl MethodPolicy {
             max_concurrent: l.count(Key::BulkheadMaxConcurrent),
             max_wait: l.duration(Key::BulkheadMaxWait).unwrap_or_default(),
         });
-        let hedge = (idempotent && l.switch(Key::HedgeEnabled)).then(|| HedgePolicy {
-            delay: l.duration(Key::HedgeDelay).unwrap_or_default(),
-            max_extra: l.count(Key::HedgeMaxExtra),
-        });
+        let hedge =
+            (idempotent && def.replayable && l.switch(Key::HedgeEnabled)).then(|| HedgePolicy {
+                delay: l.duration(Key::HedgeDelay).unwrap_or_default(),
+                max_extra: l.count(Key::HedgeMaxExtra),
+            });
         let log = LogPolicy {
             level: match l.value(Key::LogLevel) {
                 Some(Value::Choice(i)) => LogLevel::from_index(i),
@@ -354,6 +355,7 @@ pub(crate) mod fixture {
         path: "/x",
         idempotent: false,
         auth: true,
+        replayable: true,
         policy: Overrides::NONE,
     };
 
@@ -439,6 +441,7 @@ mod tests {
         path: "/x",
         idempotent: false,
         auth: true,
+        replayable: true,
         policy: Overrides::NONE,
     };
     const POST: MethodDef = MethodDef {
@@ -447,6 +450,7 @@ mod tests {
         path: "/x",
         idempotent: false,
         auth: true,
+        replayable: true,
         policy: Overrides::NONE,
     };
 

@@ -246,7 +246,7 @@ impl HyperSender {
         method: &Method,
         url: &str,
         mut headers: HeaderMap,
-        body: Option<&Bytes>,
+        body: Body,
     ) -> Result<http::Request<Body>, Error> {
         let uri = match &self.origin {
             Some(origin) => origin.join(url),
@@ -254,7 +254,7 @@ impl HyperSender {
         }
         .map_err(|e| Error::invalid_request("the request URL is not valid").with_source(e))?;
         accept_anything_by_default(&mut headers);
-        let mut request = http::Request::new(Body(body.cloned()));
+        let mut request = http::Request::new(body);
         *request.method_mut() = method.clone();
         *request.uri_mut() = uri;
         *request.headers_mut() = headers;
@@ -336,6 +336,9 @@ fn accept_anything_by_default(headers: &mut HeaderMap) {
 /// `is_timeout()` sees its `TimedOut` cause), hyper's own timeout is
 /// `Timeout`, anything else `Transport`. hyper-util's errors carry no URL.
 pub(crate) fn send_error(e: hyper_util::client::legacy::Error) -> Error {
+    if let Some(failed) = crate::stream::upload_failure(&e) {
+        return failed;
+    }
     if e.is_connect() {
         let what = if has_io_timeout(&e) {
             "connect timed out"
