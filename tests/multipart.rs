@@ -11,8 +11,8 @@ use axum::extract::{Multipart, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use courier::multipart::Part;
-use courier::{Error, client};
+use courier::multipart::{Part, StreamPart};
+use courier::{BodyStream, Error, client};
 use serde::{Deserialize, Serialize};
 
 mod support;
@@ -96,6 +96,18 @@ trait Documents {
     #[idempotent]
     #[retry(max_attempts = 3, backoff = "1ms..2ms")]
     async fn replace(&self, #[multipart] file: Part) -> Result<Vec<Seen>, Error>;
+}
+
+/// A streamed part: read as it is sent, once.
+#[client(name = "bulk")]
+#[retry(max_attempts = 3, backoff = "1ms..2ms")]
+trait Bulk {
+    #[post("/documents")]
+    async fn upload(
+        &self,
+        #[multipart] title: &str,
+        #[multipart("file")] file: StreamPart,
+    ) -> Result<Vec<Seen>, Error>;
 }
 
 fn documents(url: &str) -> DocumentsClient {
@@ -208,4 +220,56 @@ async fn a_part_that_cannot_be_written_fails_before_sending() {
         err.to_string().contains("`/nonexistent/courier/scan.pdf`"),
         "{err}"
     );
+}
+
+fn streamed(chunks: &[&'static [u8]]) -> StreamPart {
+    let items: Vec<Result<bytes::Bytes, std::io::Error>> = chunks
+        .iter()
+        .map(|c| Ok(bytes::Bytes::from_static(c)))
+        .collect();
+    StreamPart::new(BodyStream::from_stream(futures::stream::iter(items)))
+        .file_name("dump.bin")
+        .content_type("application/octet-stream")
+}
+
+#[tokio::test]
+async fn a_streamed_part_is_sent_as_it_is_read_and_parsed_whole() {
+    let (url, state) = serve(0).await;
+    let client = support::builder::<BulkClient>()
+        .base_url(&url)
+        .build()
+        .expect("valid");
+    let seen = client
+        .upload("dump", streamed(&[b"first\r\n--", b"second"]))
+        .await
+        .expect("parsed");
+    assert_eq!(
+        seen,
+        vec![
+            text("title", "dump"),
+            Seen {
+                name: "file".into(),
+                file_name: Some("dump.bin".into()),
+                content_type: Some("application/octet-stream".into()),
+                body: b"first\r\n--second".to_vec(),
+            },
+        ]
+    );
+    assert_eq!(state.requests.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_body_with_a_streamed_part_is_not_retried() {
+    let (url, state) = serve(1).await;
+    let client = support::builder::<BulkClient>()
+        .base_url(&url)
+        .build()
+        .expect("valid");
+    let err = client
+        .upload("dump", streamed(&[b"x"]))
+        .await
+        .expect_err("503, not retried");
+    assert_eq!(err.status().map(|s| s.as_u16()), Some(503));
+    assert_eq!(err.attempts(), 1);
+    assert_eq!(state.requests.load(Ordering::SeqCst), 1);
 }

@@ -6,6 +6,7 @@
 //! | parameter type                    | becomes                                         |
 //! |-----------------------------------|-------------------------------------------------|
 //! | [`Part`]                          | that part (a file: bytes or a path, with a file name and content type) |
+//! | [`StreamPart`]                    | a part read from a stream as the body is sent (read once: the method is never retried) |
 //! | anything `Display` (`&str`, numbers) | a text field                                 |
 //! | `Option<…>`                       | left out when `None`                            |
 //! | `Vec<…>`, `&[…]`, `[…; N]`        | one part per item, all under the same name      |
@@ -33,8 +34,9 @@
 //! # }
 //! ```
 //!
-//! The body is assembled once per call, before anything is sent, so every
-//! attempt of a retried or hedged call sends the same bytes; a file part
+//! Without a `StreamPart`, the body is assembled once per call, before
+//! anything is sent, so every attempt of a retried or hedged call sends the
+//! same bytes; a file part
 //! read from a path is read then (`Part::file` reads it when awaited). A
 //! name, file name or content type that cannot be written into a part's
 //! headers (a line break, a NUL) fails the call with an
@@ -53,6 +55,7 @@ use std::path::Path;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::Error;
+use crate::stream::BodyStream;
 
 /// One part of a `multipart/form-data` body: a file or a text value, with
 /// an optional file name and content type. Its name is the parameter's.
@@ -173,7 +176,70 @@ impl<T: fmt::Display + ?Sized> PartValue for T {
 #[derive(Default)]
 pub struct MultipartBody {
     /// Each part's header block and body, in order.
-    parts: Vec<(String, Bytes)>,
+    parts: Vec<(String, Content)>,
+}
+
+/// A part's content: bytes, or a stream read as the body is sent.
+enum Content {
+    Bytes(Bytes),
+    Stream(BodyStream),
+}
+
+/// A part whose content is a stream, read as the body is sent
+/// (`#[multipart] file: StreamPart`): for a file too large to hold. Such a
+/// body is read once, so the method is never retried or hedged (a
+/// method-level `#[retry]` or `#[hedge]` is a compile error) and has no
+/// fallback.
+///
+/// ```
+/// use bytes::Bytes;
+/// use courier::BodyStream;
+/// use courier::multipart::StreamPart;
+///
+/// let chunks = futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from("…"))]);
+/// let part = StreamPart::new(BodyStream::from_stream(chunks))
+///     .file_name("dump.bin")
+///     .content_type("application/octet-stream");
+/// # let _ = part;
+/// ```
+pub struct StreamPart {
+    body: BodyStream,
+    file_name: Option<String>,
+    content_type: Option<String>,
+}
+
+impl StreamPart {
+    /// A part read from `body`.
+    pub fn new(body: BodyStream) -> StreamPart {
+        StreamPart {
+            body,
+            file_name: None,
+            content_type: None,
+        }
+    }
+
+    /// Sets the file name sent in the part's `Content-Disposition`.
+    #[must_use]
+    pub fn file_name(mut self, name: impl Into<String>) -> StreamPart {
+        self.file_name = Some(name.into());
+        self
+    }
+
+    /// Sets the part's `Content-Type`. Checked when the call is made.
+    #[must_use]
+    pub fn content_type(mut self, content_type: impl Into<String>) -> StreamPart {
+        self.content_type = Some(content_type.into());
+        self
+    }
+}
+
+impl fmt::Debug for StreamPart {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamPart")
+            .field("file_name", &self.file_name)
+            .field("content_type", &self.content_type)
+            .finish_non_exhaustive()
+    }
 }
 
 impl MultipartBody {
@@ -192,6 +258,20 @@ impl MultipartBody {
         value.append_to(name, self)
     }
 
+    /// Appends a streamed part named `name`.
+    ///
+    /// # Errors
+    /// As [`append`](Self::append).
+    pub fn append_stream(&mut self, name: &str, part: StreamPart) -> Result<(), Error> {
+        let head = head(
+            name,
+            part.file_name.as_deref(),
+            part.content_type.as_deref(),
+        )?;
+        self.parts.push((head, Content::Stream(part.body)));
+        Ok(())
+    }
+
     fn push(
         &mut self,
         name: &str,
@@ -199,74 +279,134 @@ impl MultipartBody {
         file_name: Option<&str>,
         content_type: Option<&str>,
     ) -> Result<(), Error> {
-        let mut head = String::with_capacity(64 + name.len());
-        head.push_str("Content-Disposition: form-data; name=\"");
-        push_quoted(&mut head, name, "name", name)?;
-        head.push('"');
-        if let Some(file_name) = file_name {
-            head.push_str("; filename=\"");
-            push_quoted(&mut head, file_name, "file name", name)?;
-            head.push('"');
-        }
-        head.push_str("\r\n");
-        if let Some(content_type) = content_type {
-            if content_type.is_empty()
-                || content_type
-                    .chars()
-                    .any(|c| c.is_control() || !c.is_ascii())
-            {
-                return Err(Error::invalid_request(format!(
-                    "multipart part `{name}` has an invalid content type (empty, or a control \
-                     or non-ASCII character)"
-                )));
-            }
-            head.push_str("Content-Type: ");
-            head.push_str(content_type);
-            head.push_str("\r\n");
-        }
-        self.parts.push((head, Bytes::copy_from_slice(body)));
+        let head = head(name, file_name, content_type)?;
+        self.parts
+            .push((head, Content::Bytes(Bytes::copy_from_slice(body))));
         Ok(())
     }
 
-    /// Encodes the parts with a fresh boundary that occurs in none of them;
-    /// returns the body and its `Content-Type`.
-    pub(crate) fn encode(self) -> (Bytes, String) {
+    /// Encodes the parts with a fresh boundary that occurs in none of them
+    /// (in none of the whole ones: a streamed part cannot be searched, and
+    /// 24 random characters only collide on purpose, which a sender that
+    /// cannot see the boundary cannot do); returns the body, whole or as a
+    /// stream when a part is one, and its `Content-Type`.
+    pub(crate) fn encode(self) -> (Encoded, String) {
         let boundary = loop {
             let boundary = random_boundary();
             let finder = memchr::memmem::Finder::new(boundary.as_bytes());
-            // 24 random characters: a clash is only possible on purpose,
-            // and then a new boundary is drawn.
-            if !self
-                .parts
-                .iter()
-                .any(|(head, body)| finder.find(body).is_some() || head.contains(&boundary))
-            {
+            if !self.parts.iter().any(|(head, content)| {
+                head.contains(&boundary)
+                    || matches!(content, Content::Bytes(body) if finder.find(body).is_some())
+            }) {
                 break boundary;
             }
         };
+        let content_type = format!("multipart/form-data; boundary={boundary}");
+        if self
+            .parts
+            .iter()
+            .any(|(_, content)| matches!(content, Content::Stream(_)))
+        {
+            return (Encoded::Stream(stream(self.parts, boundary)), content_type);
+        }
         let size: usize = self
             .parts
             .iter()
-            .map(|(head, body)| boundary.len() + head.len() + body.len() + 10)
+            .map(|(head, content)| {
+                let len = match content {
+                    Content::Bytes(body) => body.len(),
+                    Content::Stream(_) => 0,
+                };
+                boundary.len() + head.len() + len + 10
+            })
             .sum::<usize>()
             + boundary.len()
             + 6;
         let mut out = BytesMut::with_capacity(size);
-        for (head, body) in &self.parts {
-            out.put_slice(b"--");
-            out.put_slice(boundary.as_bytes());
-            out.put_slice(b"\r\n");
-            out.put_slice(head.as_bytes());
-            out.put_slice(b"\r\n");
-            out.put_slice(body);
+        for (head, content) in &self.parts {
+            out.put_slice(&delimiter(&boundary, head));
+            if let Content::Bytes(body) = content {
+                out.put_slice(body);
+            }
             out.put_slice(b"\r\n");
         }
-        out.put_slice(b"--");
-        out.put_slice(boundary.as_bytes());
-        out.put_slice(b"--\r\n");
-        let content_type = format!("multipart/form-data; boundary={boundary}");
-        (out.freeze(), content_type)
+        out.put_slice(&closing(&boundary));
+        (Encoded::Whole(out.freeze()), content_type)
     }
+}
+
+/// An encoded multipart body.
+pub(crate) enum Encoded {
+    Whole(Bytes),
+    Stream(BodyStream),
+}
+
+/// `--boundary CRLF head CRLF`: what precedes a part's content.
+fn delimiter(boundary: &str, head: &str) -> Bytes {
+    let mut out = BytesMut::with_capacity(boundary.len() + head.len() + 6);
+    out.put_slice(b"--");
+    out.put_slice(boundary.as_bytes());
+    out.put_slice(b"\r\n");
+    out.put_slice(head.as_bytes());
+    out.put_slice(b"\r\n");
+    out.freeze()
+}
+
+/// `--boundary-- CRLF`: the end of the body.
+fn closing(boundary: &str) -> Bytes {
+    Bytes::from(format!("--{boundary}--\r\n"))
+}
+
+/// The body as a stream: each part's delimiter and content in turn, a
+/// streamed part's chunks as they come.
+fn stream(parts: Vec<(String, Content)>, boundary: String) -> BodyStream {
+    use futures_util::StreamExt as _;
+    let closing = closing(&boundary);
+    let pieces = parts.into_iter().map(move |(head, content)| {
+        let before = futures_util::stream::iter([Ok(delimiter(&boundary, &head))]);
+        let after = futures_util::stream::iter([Ok(Bytes::from_static(b"\r\n"))]);
+        match content {
+            Content::Bytes(body) => before
+                .chain(futures_util::stream::iter([Ok(body)]))
+                .chain(after)
+                .boxed(),
+            Content::Stream(body) => before.chain(body).chain(after).boxed(),
+        }
+    });
+    let all = futures_util::stream::iter(pieces)
+        .flatten()
+        .chain(futures_util::stream::iter([Ok::<_, Error>(closing)]));
+    BodyStream::from_stream(all)
+}
+
+/// A part's header block, its names escaped.
+fn head(name: &str, file_name: Option<&str>, content_type: Option<&str>) -> Result<String, Error> {
+    let mut head = String::with_capacity(64 + name.len());
+    head.push_str("Content-Disposition: form-data; name=\"");
+    push_quoted(&mut head, name, "name", name)?;
+    head.push('"');
+    if let Some(file_name) = file_name {
+        head.push_str("; filename=\"");
+        push_quoted(&mut head, file_name, "file name", name)?;
+        head.push('"');
+    }
+    head.push_str("\r\n");
+    if let Some(content_type) = content_type {
+        if content_type.is_empty()
+            || content_type
+                .chars()
+                .any(|c| c.is_control() || !c.is_ascii())
+        {
+            return Err(Error::invalid_request(format!(
+                "multipart part `{name}` has an invalid content type (empty, or a control \
+                 or non-ASCII character)"
+            )));
+        }
+        head.push_str("Content-Type: ");
+        head.push_str(content_type);
+        head.push_str("\r\n");
+    }
+    Ok(head)
 }
 
 /// `courier-` and 24 random letters and digits.
@@ -305,6 +445,13 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    fn whole(body: MultipartBody) -> (Bytes, String) {
+        match body.encode() {
+            (Encoded::Whole(bytes), content_type) => (bytes, content_type),
+            (Encoded::Stream(_), _) => panic!("no part streams"),
+        }
+    }
+
     /// Splits an encoded body back into (headers, body) per part, by the
     /// boundary in the content type.
     fn split(body: &[u8], content_type: &str) -> Vec<(String, Vec<u8>)> {
@@ -332,7 +479,7 @@ mod tests {
         let mut body = MultipartBody::new();
         let part = Part::bytes("x").file_name("a\"b\r\nc.txt");
         assert!(body.append("we\"ird", &part).is_ok());
-        let (bytes, content_type) = body.encode();
+        let (bytes, content_type) = whole(body);
         let parts = split(&bytes, &content_type);
         assert_eq!(
             parts[0].0,
@@ -367,7 +514,7 @@ mod tests {
                 }
                 prop_assert!(body.append(name, &part).is_ok());
             }
-            let (encoded, content_type) = body.encode();
+            let (encoded, content_type) = whole(body);
             let back = split(&encoded, &content_type);
             prop_assert_eq!(back.len(), parts.len());
             for ((head, bytes), (name, sent, file_name)) in back.iter().zip(&parts) {

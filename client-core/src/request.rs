@@ -259,7 +259,10 @@ impl RequestParts {
         let (body, content_type) = parts.encode();
         let content_type = header_value(&CONTENT_TYPE, content_type)?;
         self.headers.push((CONTENT_TYPE, content_type));
-        self.body = Some(body);
+        match body {
+            crate::multipart::Encoded::Whole(body) => self.body = Some(body),
+            crate::multipart::Encoded::Stream(stream) => self.set_stream_body(stream),
+        }
         Ok(())
     }
 

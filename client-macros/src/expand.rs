@@ -356,7 +356,33 @@ fn fill_request(method: &MethodModel) -> Vec<TokenStream> {
             ParamKind::Form => out.push(quote_spanned! {span=>
                 __courier_req.set_body_with::<::courier::__private::Form, _>(&#ident)?;
             }),
-            ParamKind::Multipart { name, shape } => out.push(match shape {
+            ParamKind::Multipart {
+                name,
+                shape,
+                streamed: true,
+            } => out.push(match shape {
+                Shape::One => quote_spanned! {span=>
+                    __courier_parts.append_stream(#name, #ident)?;
+                },
+                Shape::Optional => quote_spanned! {span=>
+                    if let ::core::option::Option::Some(__courier_v) = #ident {
+                        __courier_parts.append_stream(#name, __courier_v)?;
+                    }
+                },
+                Shape::Repeated => quote_spanned! {span=>
+                    for __courier_v in #ident {
+                        __courier_parts.append_stream(#name, __courier_v)?;
+                    }
+                },
+                Shape::OptionalRepeated => quote_spanned! {span=>
+                    if let ::core::option::Option::Some(__courier_vs) = #ident {
+                        for __courier_v in __courier_vs {
+                            __courier_parts.append_stream(#name, __courier_v)?;
+                        }
+                    }
+                },
+            }),
+            ParamKind::Multipart { name, shape, .. } => out.push(match shape {
                 Shape::One => quote_spanned! {span=>
                     __courier_parts.append(#name, &#ident)?;
                 },

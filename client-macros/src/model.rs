@@ -161,6 +161,8 @@ pub(crate) enum ParamKind {
     Multipart {
         name: String,
         shape: Shape,
+        /// The parts are `StreamPart`s, moved into the body and read once.
+        streamed: bool,
     },
 }
 
@@ -509,9 +511,12 @@ impl MethodModel {
         let params = parse_params(&mut method.sig, &pieces, &template, errors);
         let mut decodes = false;
         let decoder = return_decoder(&method.sig, verb, &codec, &mut decodes, errors);
-        let replayable = !params
-            .iter()
-            .any(|p| matches!(p.kind, ParamKind::StreamBody));
+        let replayable = !params.iter().any(|p| {
+            matches!(
+                p.kind,
+                ParamKind::StreamBody | ParamKind::Multipart { streamed: true, .. }
+            )
+        });
         if !replayable {
             for what in ["retry", "hedge"] {
                 if let Some(attr) = policy.enabled_attr(what) {
@@ -1281,6 +1286,15 @@ fn multipart_kind(attr: &Attribute, ident: &Ident, ty: &Type) -> syn::Result<Par
         Type::Array(a) => Some(&*a.elem),
         other => generic_arg(other, "Vec"),
     });
+    let one = match shape {
+        Shape::One => Some(ty),
+        Shape::Optional => option_inner(ty),
+        _ => item,
+    };
+    let streamed = one.is_some_and(|t| {
+        matches!(peel_group(t), Type::Path(TypePath { qself: None, path, .. })
+            if path.segments.last().is_some_and(|s| s.ident == "StreamPart"))
+    });
     if item.is_some_and(|item| matches!(peel(item), Type::Path(p) if p.path.is_ident("u8"))) {
         return Err(syn::Error::new_spanned(
             ty,
@@ -1288,7 +1302,11 @@ fn multipart_kind(attr: &Attribute, ident: &Ident, ty: &Type) -> syn::Result<Par
              is one part per item)",
         ));
     }
-    Ok(ParamKind::Multipart { name, shape })
+    Ok(ParamKind::Multipart {
+        name,
+        shape,
+        streamed,
+    })
 }
 
 fn is_token_char(c: char) -> bool {

@@ -1,3 +1,4 @@
+use courier::multipart::StreamPart;
 use courier::{BodyStream, Error, client};
 
 #[client(name = "c")]
@@ -15,6 +16,12 @@ trait Store {
     /// It is given by value.
     #[put("/objects/{key}")]
     async fn put_ref(&self, key: &str, #[body] data: &BodyStream) -> Result<(), Error>;
+
+    /// A streamed multipart part is read once too.
+    #[post("/uploads")]
+    #[idempotent]
+    #[retry(max_attempts = 2)]
+    async fn upload(&self, #[multipart] file: StreamPart) -> Result<(), Error>;
 }
 
 fn main() {}
