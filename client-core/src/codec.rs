@@ -96,6 +96,46 @@ use crate::{BoxError, Error, ErrorKind};
 
 /// A wire format: its media type. What it writes and reads is said by
 /// [`Encoder`] and [`Decoder`] implementations.
+///
+/// The media type must be a valid header value (visible ASCII): a client
+/// using a codec whose type is not fails to build, rather than every call
+/// failing at run time.
+///
+/// ```compile_fail,E0080
+/// use bytes::Bytes;
+/// use courier::codec::{Codec, Decoder};
+/// use courier::{BoxError, Error, client};
+///
+/// struct Latin;
+///
+/// impl Codec for Latin {
+///     const CONTENT_TYPE: &'static str = "text/plain; charset=\"latin-é\"";
+/// }
+///
+/// impl Decoder<u64> for Latin {
+///     fn decode(body: &Bytes) -> Result<u64, BoxError> {
+///         Ok(std::str::from_utf8(body)?.parse()?)
+///     }
+/// }
+///
+/// #[client(name = "numbers")]
+/// trait Numbers {
+///     #[get("/n")]
+///     #[codec(Latin)]
+///     async fn n(&self) -> Result<u64, Error>;
+/// }
+///
+/// async fn call(numbers: &NumbersClient) -> Result<u64, Error> {
+///     numbers.n().await // error[E0080]: a codec's CONTENT_TYPE must be a valid header value
+/// }
+/// # fn main() {
+/// #     let runtime = tokio::runtime::Builder::new_current_thread().build();
+/// #     let numbers = NumbersClient::builder().base_url("http://127.0.0.1:9").build();
+/// #     if let (Ok(runtime), Ok(numbers)) = (runtime, numbers) {
+/// #         let _ = runtime.block_on(call(&numbers));
+/// #     }
+/// # }
+/// ```
 pub trait Codec: 'static {
     /// The media type: `Content-Type` of the bodies it encodes, `Accept` of
     /// the calls whose answer it decodes.
@@ -183,7 +223,8 @@ impl<T: DeserializeOwned> Decoder<T> for Form {
 }
 
 /// Plain UTF-8 text: writes anything `Display`, reads anything `FromStr`
-/// (a number, an id, an enum with its own parser) from the whole body.
+/// (a number, an id, an enum with its own parser) from the whole body, one
+/// trailing line ending aside.
 #[derive(Debug, Clone, Copy)]
 pub struct Text;
 
@@ -204,6 +245,11 @@ where
 {
     fn decode(body: &Bytes) -> Result<T, BoxError> {
         let text = std::str::from_utf8(body)?;
+        // One line ending, as `echo` and most text answers add, is not part
+        // of the value.
+        let text = text
+            .strip_suffix('\n')
+            .map_or(text, |t| t.strip_suffix('\r').unwrap_or(t));
         text.parse()
             .map_err(|e: T::Err| BoxError::from(e.to_string()))
     }
@@ -267,12 +313,52 @@ impl<T: DeserializeOwned> Decoder<T> for MessagePack {
 pub(crate) fn encode<C: Encoder<T>, T: ?Sized>(value: &T) -> Result<Bytes, Error> {
     C::encode(value).map_err(|e| {
         Error::invalid_request(format!(
-            "the body ({}) could not be encoded as {}: {e}",
+            "the body ({}) could not be encoded as {}: {}",
             std::any::type_name::<T>().trim_start_matches('&'),
-            C::NAME
+            C::NAME,
+            bounded(&*e)
         ))
         .with_source(e)
     })
+}
+
+/// A codec's own error, as a message line: at most about 160 characters
+/// (its start and its end, where serde says the line and column), since a
+/// decoder may quote the whole value it could not read, and a body can be
+/// megabytes (or hold a token). The whole error stays in `source()`.
+fn bounded(e: &(dyn std::error::Error + 'static)) -> String {
+    const HEAD: usize = 100;
+    const TAIL: usize = 40;
+    let text = e.to_string();
+    let chars = text.chars().count();
+    if chars <= HEAD + TAIL + 20 {
+        return text;
+    }
+    let head: String = text.chars().take(HEAD).collect();
+    let tail: String = text.chars().skip(chars - TAIL).collect();
+    format!(
+        "{head}… ({} characters left out) …{tail}",
+        chars - HEAD - TAIL
+    )
+}
+
+/// Whether `s` can be a header value as it is: visible ASCII, spaces and
+/// tabs, what `HeaderValue::from_static` accepts. Checked at compile time
+/// for every codec's media type.
+pub(crate) const fn is_header_text(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    if bytes.is_empty() {
+        return false;
+    }
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if !(b == b' ' || b == b'\t' || (b >= 0x21 && b < 0x7f)) {
+            return false;
+        }
+        i += 1;
+    }
+    true
 }
 
 /// Decodes a successful response into a method's return type.
@@ -361,7 +447,13 @@ pub struct Decoded<C, T>(PhantomData<fn() -> (C, T)>);
 
 impl<C: Decoder<T>, T: Send + 'static> Decode for Decoded<C, T> {
     type Output = T;
-    const ACCEPT: Option<&'static str> = Some(C::CONTENT_TYPE);
+    const ACCEPT: Option<&'static str> = {
+        assert!(
+            is_header_text(C::CONTENT_TYPE),
+            "a codec's CONTENT_TYPE must be a valid header value (visible ASCII)"
+        );
+        Some(C::CONTENT_TYPE)
+    };
 
     #[inline]
     fn decode(_: StatusCode, _: &mut HeaderMap, body: &Bytes) -> Result<T, Error> {
@@ -369,9 +461,10 @@ impl<C: Decoder<T>, T: Send + 'static> Decode for Decoded<C, T> {
             Error::new(
                 ErrorKind::Decode,
                 format!(
-                    "expected {} for `{}`: {e}",
+                    "expected {} for `{}`: {}",
                     C::NAME,
-                    std::any::type_name::<T>()
+                    std::any::type_name::<T>(),
+                    bounded(&*e)
                 ),
             )
             .with_source(e)
@@ -574,6 +667,26 @@ mod tests {
             prop_assert_eq!(RawBytes::decode(StatusCode::OK, &mut headers, &body).ok(), Some(body.clone()));
             let absent = Opt::<JsonOf<User>>::decode(StatusCode::NOT_FOUND, &mut headers, &body);
             prop_assert!(matches!(absent, Ok(None)));
+        }
+
+        /// The compile-time check of a codec's media type accepts exactly
+        /// what a header value may hold, so `from_static` never panics.
+        #[test]
+        fn the_media_type_check_agrees_with_header_values(text in any::<String>()) {
+            let accepted = is_header_text(&text);
+            prop_assert_eq!(accepted, !text.is_empty() && http::HeaderValue::from_str(&text).is_ok()
+                && text.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b)));
+        }
+
+        /// A codec's error in a message line is bounded, and keeps its end
+        /// (where serde says the line and column).
+        #[test]
+        fn a_codec_error_in_a_message_is_bounded(text in ".{0,400}") {
+            let e = std::io::Error::other(text.clone());
+            let shown = bounded(&e);
+            prop_assert!(shown.chars().count() <= 200, "{}", shown);
+            let tail: String = text.chars().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
+            prop_assert!(shown.ends_with(&tail));
         }
 
         /// Well-formed JSON of the type always decodes.

@@ -37,9 +37,12 @@
 //! Without a `StreamPart`, the body is assembled once per call, before
 //! anything is sent, so every attempt of a retried or hedged call sends the
 //! same bytes; a file part
-//! read from a path is read then (`Part::file` reads it when awaited). A
+//! read from a path is read then (`Part::file` reads it when awaited).
+//! Names and file names are escaped as the HTML standard's form encoding
+//! does (`"` → `%22`, CR → `%0D`, LF → `%0A`), and `\` → `%5C`, which a
+//! reader honouring quoted-pairs would otherwise take as an escape. A
 //! name, file name or content type that cannot be written into a part's
-//! headers (a line break, a NUL) fails the call with an
+//! headers (a NUL, another control character) fails the call with an
 //! [`ErrorKind::InvalidRequest`](crate::ErrorKind::InvalidRequest) naming
 //! the part; nothing is sent.
 //!
@@ -155,12 +158,14 @@ pub trait PartValue {
 
 impl PartValue for Part {
     fn append_to(&self, name: &str, body: &mut MultipartBody) -> Result<(), Error> {
-        body.push(
+        let head = head(
             name,
-            &self.body,
             self.file_name.as_deref(),
             self.content_type.as_deref(),
-        )
+        )?;
+        // `Bytes` shares the part's buffer: a large file is not copied.
+        body.parts.push((head, Content::Bytes(self.body.clone())));
+        Ok(())
     }
 }
 
@@ -421,11 +426,15 @@ fn random_boundary() -> String {
 
 /// Writes `value` inside a quoted `Content-Disposition` parameter as the
 /// HTML standard's form encoding does: `"` as `%22`, CR as `%0D`, LF as
-/// `%0A`; a NUL or another control character is refused, naming `part`.
+/// `%0A`, and a backslash as `%5C`; a NUL or another control character is
+/// refused, naming `part`.
 fn push_quoted(out: &mut String, value: &str, what: &str, part: &str) -> Result<(), Error> {
     for c in value.chars() {
         match c {
             '"' => out.push_str("%22"),
+            // Readers that honour quoted-pairs (multer) would take `\"` as an
+            // escaped quote and lose the rest of the name.
+            '\\' => out.push_str("%5C"),
             '\r' => out.push_str("%0D"),
             '\n' => out.push_str("%0A"),
             c if c.is_control() => {

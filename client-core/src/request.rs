@@ -227,6 +227,12 @@ impl RequestParts {
         value: &(impl fmt::Display + ?Sized),
     ) -> Result<(), Error> {
         let value = header_value(&name, value.to_string())?;
+        if name == CONTENT_TYPE {
+            // The caller's media type wins over a body's default (a codec's,
+            // a stream's), whichever parameter came first.
+            self.headers
+                .retain(|(existing, _)| *existing != CONTENT_TYPE);
+        }
         self.headers.push((name, value));
         Ok(())
     }
@@ -243,6 +249,12 @@ impl RequestParts {
     /// nested struct in a form, say); nothing is set then.
     #[inline]
     pub fn set_body_with<C: Encoder<T>, T: ?Sized>(&mut self, value: &T) -> Result<(), Error> {
+        const {
+            assert!(
+                crate::codec::is_header_text(C::CONTENT_TYPE),
+                "a codec's CONTENT_TYPE must be a valid header value (visible ASCII)"
+            );
+        }
         let body = crate::codec::encode::<C, T>(value)?;
         self.set_body(body, C::CONTENT_TYPE);
         Ok(())
@@ -258,6 +270,9 @@ impl RequestParts {
     pub fn set_multipart(&mut self, parts: crate::multipart::MultipartBody) -> Result<(), Error> {
         let (body, content_type) = parts.encode();
         let content_type = header_value(&CONTENT_TYPE, content_type)?;
+        // Only this type carries the boundary the parts are split by.
+        self.headers
+            .retain(|(existing, _)| *existing != CONTENT_TYPE);
         self.headers.push((CONTENT_TYPE, content_type));
         match body {
             crate::multipart::Encoded::Whole(body) => self.body = Some(body),
@@ -326,9 +341,13 @@ impl RequestParts {
         }
     }
 
+    /// Sets the body and its default `Content-Type`, which a
+    /// `#[header("Content-Type")]` of the caller's replaces.
     fn set_body(&mut self, body: Bytes, content_type: &'static str) {
-        self.headers
-            .push((CONTENT_TYPE, HeaderValue::from_static(content_type)));
+        if !self.headers.iter().any(|(name, _)| name == CONTENT_TYPE) {
+            self.headers
+                .push((CONTENT_TYPE, HeaderValue::from_static(content_type)));
+        }
         self.body = Some(body);
     }
 }

@@ -168,8 +168,10 @@ impl BodyStream {
     }
 
     /// Declares the body's length, sent as `Content-Length` when this is a
-    /// request body (otherwise it is sent chunked). A body that then ends
-    /// early or runs long fails its request.
+    /// request body (otherwise it is sent chunked). A stream that then ends
+    /// early or runs long fails its request as
+    /// [`ErrorKind::InvalidRequest`] saying which (never a truncated body
+    /// sent as if whole).
     #[must_use]
     pub fn with_length(mut self, len: u64) -> Self {
         self.declared = Some(len);
@@ -289,7 +291,11 @@ impl Stream for BodyStream {
                         .timer
                         .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
                     if !this.waiting {
-                        timer.as_mut().reset(Instant::now() + idle);
+                        // An idle timeout past the clock's range is none.
+                        let Some(deadline) = Instant::now().checked_add(idle) else {
+                            return Poll::Pending;
+                        };
+                        timer.as_mut().reset(deadline);
                         this.waiting = true;
                     }
                     ready!(timer.as_mut().poll(cx));
@@ -332,7 +338,10 @@ fn too_large(len: &str, limit: u64) -> Error {
 /// declared when known.
 pub(crate) struct Outgoing {
     stream: sync_wrapper::SyncWrapper<BodyStream>,
+    /// The declared length, sent as `Content-Length`: the stream is held to
+    /// it, since hyper would cut a longer one short without a word.
     len: Option<u64>,
+    sent: u64,
 }
 
 impl Outgoing {
@@ -340,6 +349,7 @@ impl Outgoing {
         Outgoing {
             len: stream.declared,
             stream: sync_wrapper::SyncWrapper::new(stream),
+            sent: 0,
         }
     }
 }
@@ -352,11 +362,25 @@ impl http_body::Body for Outgoing {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
-        let stream = self.stream.get_mut();
+        let this = &mut *self;
+        let stream = this.stream.get_mut();
         match ready!(Pin::new(stream).poll_next(cx)) {
-            None => Poll::Ready(None),
-            Some(Ok(chunk)) => Poll::Ready(Some(Ok(http_body::Frame::data(chunk)))),
-            Some(Err(e)) => Poll::Ready(Some(Err(BoxError::from(UploadFailed(e))))),
+            None => match this.len {
+                Some(len) if this.sent < len => Poll::Ready(Some(Err(UploadFailed::boxed(
+                    format!("it ended after {} of its declared {len} bytes", this.sent),
+                )))),
+                _ => Poll::Ready(None),
+            },
+            Some(Ok(chunk)) => {
+                this.sent = this.sent.saturating_add(chunk.len() as u64);
+                match this.len {
+                    Some(len) if this.sent > len => Poll::Ready(Some(Err(UploadFailed::boxed(
+                        format!("it ran past its declared length of {len} bytes"),
+                    )))),
+                    _ => Poll::Ready(Some(Ok(http_body::Frame::data(chunk)))),
+                }
+            }
+            Some(Err(e)) => Poll::Ready(Some(Err(UploadFailed::from_item(&e)))),
         }
     }
 
@@ -370,27 +394,35 @@ impl http_body::Body for Outgoing {
     }
 }
 
-/// The error a streamed request body yielded, marked so that the
-/// transport's error says the caller's stream failed, not the service.
+/// Why a streamed request body failed, marked so that the transport's
+/// error says the caller's stream failed, not the service.
 #[derive(Debug)]
-pub(crate) struct UploadFailed(Error);
+pub(crate) struct UploadFailed(String);
+
+impl UploadFailed {
+    fn boxed(what: String) -> BoxError {
+        BoxError::from(UploadFailed(what))
+    }
+
+    /// From the stream's error item: its own error when there is one (a
+    /// caller's stream), or what went wrong reading it (a proxied download
+    /// that stalled).
+    fn from_item(e: &Error) -> BoxError {
+        let what = match std::error::Error::source(e) {
+            Some(cause) => cause.to_string(),
+            None => e.to_string(),
+        };
+        UploadFailed::boxed(what)
+    }
+}
 
 impl fmt::Display for UploadFailed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // The stream's own error when there is one (a caller's stream), or
-        // what went wrong reading it (a proxied download that stalled).
-        match std::error::Error::source(&self.0) {
-            Some(cause) => write!(f, "the streamed request body failed: {cause}"),
-            None => write!(f, "the streamed request body failed: {}", self.0),
-        }
+        write!(f, "the streamed request body failed: {}", self.0)
     }
 }
 
-impl std::error::Error for UploadFailed {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.0)
-    }
-}
+impl std::error::Error for UploadFailed {}
 
 /// When a transport error comes from a streamed request body that failed,
 /// the error to return: [`ErrorKind::InvalidRequest`] (the caller's

@@ -268,8 +268,14 @@ impl tower::Service<HttpRequest> for ReqwestService {
             let mut outgoing = reqwest::Request::new(parts.method, url);
             *outgoing.headers_mut() = parts.headers;
             *outgoing.version_mut() = parts.version;
-            if let Some(bytes) = body.into_bytes() {
-                *outgoing.body_mut() = Some(bytes.into());
+            match body.0 {
+                Inner::Empty => {}
+                Inner::Full(bytes) => *outgoing.body_mut() = Some(bytes.into()),
+                // A stream, or a clone of one (which fails when polled): never
+                // dropped for an empty body.
+                Inner::Stream(_) | Inner::Spent => {
+                    *outgoing.body_mut() = Some(reqwest::Body::wrap(body));
+                }
             }
             let response = client.execute(outgoing).await?;
             let response = http::Response::from(response);
@@ -782,9 +788,11 @@ impl Settings {
         let mut request = reqwest::Request::new(method.clone(), parsed);
         *request.headers_mut() = headers;
         match body.0 {
-            Inner::Empty | Inner::Spent => {}
+            Inner::Empty => {}
             Inner::Full(bytes) => *request.body_mut() = Some(bytes.into()),
-            Inner::Stream(_) => *request.body_mut() = Some(reqwest::Body::wrap(body)),
+            Inner::Stream(_) | Inner::Spent => {
+                *request.body_mut() = Some(reqwest::Body::wrap(body));
+            }
         }
         Ok(request)
     }
