@@ -414,12 +414,37 @@ fn head(name: &str, file_name: Option<&str>, content_type: Option<&str>) -> Resu
     Ok(head)
 }
 
-/// `courier-` and 24 random letters and digits.
+/// `courier-` and 24 letters and digits no one outside can predict.
+///
+/// Not `fastrand`: its generator can be predicted from its output, and a
+/// boundary is seen by whoever receives the body. Someone who supplies a
+/// streamed part (an upload a proxy passes on) and saw earlier boundaries
+/// could then write the next one into the part and forge parts. Each
+/// boundary is instead SipHash, keyed once per process by the standard
+/// library from the OS's randomness (`RandomState`), of a counter: a keyed
+/// PRF, without a new dependency for `getrandom`.
 fn random_boundary() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static KEY: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let key = KEY.get_or_init(std::collections::hash_map::RandomState::new);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let mut boundary = String::with_capacity(32);
     boundary.push_str("courier-");
-    for _ in 0..24 {
-        boundary.push(fastrand::alphanumeric());
+    for half in 0..2u8 {
+        let mut hasher = key.build_hasher();
+        hasher.write_u64(n);
+        hasher.write_u8(half);
+        let mut bits = hasher.finish();
+        // 12 characters from 64 bits (the last of them carry little: 64
+        // bits are 10.7 characters' worth); the 24 carry 128 bits.
+        for _ in 0..12 {
+            boundary.push(char::from(ALPHABET[(bits % 62) as usize]));
+            bits /= 62;
+        }
     }
     boundary
 }
@@ -481,6 +506,21 @@ mod tests {
         let last = starts.last().copied().unwrap_or(0);
         assert_eq!(&text[last + delimiter.len()..], b"--\r\n");
         parts
+    }
+
+    #[test]
+    fn boundaries_differ_and_are_letters_and_digits() {
+        let boundaries: std::collections::HashSet<String> =
+            (0..1000).map(|_| random_boundary()).collect();
+        assert_eq!(boundaries.len(), 1000);
+        for boundary in &boundaries {
+            let random = boundary.strip_prefix("courier-").unwrap_or_default();
+            assert_eq!(random.len(), 24, "{boundary}");
+            assert!(
+                random.bytes().all(|b| b.is_ascii_alphanumeric()),
+                "{boundary}"
+            );
+        }
     }
 
     #[test]

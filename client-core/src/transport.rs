@@ -138,7 +138,9 @@ impl Body {
 
     /// A body read from a stream, once.
     pub fn from_stream(stream: BodyStream) -> Self {
-        Body(Inner::Stream(Box::new(crate::stream::Outgoing::new(stream))))
+        Body(Inner::Stream(Box::new(crate::stream::Outgoing::new(
+            stream,
+        ))))
     }
 
     fn of(bytes: Option<&Bytes>, stream: Option<BodyStream>) -> Self {
@@ -1030,7 +1032,11 @@ mod tests {
     /// times per call.
     #[test]
     fn the_request_body_stays_small() {
-        assert!(std::mem::size_of::<Body>() <= 40, "{}", std::mem::size_of::<Body>());
+        assert!(
+            std::mem::size_of::<Body>() <= 40,
+            "{}",
+            std::mem::size_of::<Body>()
+        );
     }
 
     /// A clone of a streamed body cannot have the stream: polling it is an
