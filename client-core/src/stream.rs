@@ -120,11 +120,21 @@ impl BodyStream {
         idle: Duration,
     ) -> Self {
         BodyStream {
-            body,
-            read: 0,
             limit: u64::try_from(limit).unwrap_or(u64::MAX),
             declared,
             idle: Some(idle),
+            ..BodyStream::unlimited(body)
+        }
+    }
+
+    /// A body with no size limit, no declared length and no idle timeout.
+    fn unlimited(body: ResponseBody) -> Self {
+        BodyStream {
+            body,
+            read: 0,
+            limit: u64::MAX,
+            declared: None,
+            idle: None,
             timer: None,
             waiting: false,
             done: false,
@@ -155,16 +165,7 @@ impl BodyStream {
         use futures_util::TryStreamExt as _;
         let frames = stream.map_ok(http_body::Frame::data).map_err(Into::into);
         let body = http_body_util::StreamBody::new(frames);
-        BodyStream {
-            body: http_body_util::BodyExt::boxed_unsync(body),
-            read: 0,
-            limit: u64::MAX,
-            declared: None,
-            idle: None,
-            timer: None,
-            waiting: false,
-            done: false,
-        }
+        BodyStream::unlimited(http_body_util::BodyExt::boxed_unsync(body))
     }
 
     /// Declares the body's length, sent as `Content-Length` when this is a
@@ -183,21 +184,9 @@ impl BodyStream {
     where
         I: IntoIterator<Item = Bytes>,
     {
-        let frames: Vec<Result<http_body::Frame<Bytes>, BoxError>> = chunks
-            .into_iter()
-            .map(|chunk| Ok(http_body::Frame::data(chunk)))
-            .collect();
-        let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
-        BodyStream {
-            body: http_body_util::BodyExt::boxed_unsync(body),
-            read: 0,
-            limit: u64::MAX,
-            declared: None,
-            idle: None,
-            timer: None,
-            waiting: false,
-            done: false,
-        }
+        let chunks: Vec<Result<Bytes, std::convert::Infallible>> =
+            chunks.into_iter().map(Ok).collect();
+        BodyStream::from_stream(futures_util::stream::iter(chunks))
     }
 
     /// Sets the size limit of this body (instead of the client's
