@@ -617,16 +617,22 @@ impl<C: ClientSpec> ClientBuilder<C> {
         let hyper = None;
         let transport = match hyper {
             Some(hyper) => hyper,
-            None => Transport::Reqwest(match (self.http_client, self.connect_timeout) {
-                (Some(_), Some(_)) => {
-                    return Err(Error::builder(
-                        "`connect_timeout` would be ignored with `http_client`: \
-                         set it on the reqwest::Client you pass instead",
-                    ));
-                }
-                (Some(client), None) => client,
-                (None, timeout) => new_http_client(timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT))?,
-            }),
+            None => Transport::Reqwest(
+                match (self.http_client, self.connect_timeout) {
+                    (Some(_), Some(_)) => {
+                        return Err(Error::builder(
+                            "`connect_timeout` would be ignored with `http_client`: \
+                             set it on the reqwest::Client you pass instead",
+                        ));
+                    }
+                    (Some(client), None) => client,
+                    (None, timeout) => new_http_client(timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT))?,
+                },
+                match &target {
+                    Target::Fixed(base, _) => crate::url::Origin::parse(base).map(Box::new),
+                    Target::Balanced(_) => None,
+                },
+            ),
         };
         #[cfg_attr(not(feature = "auth"), allow(unused_mut))]
         let mut hooks = self.interceptors;
@@ -638,7 +644,7 @@ impl<C: ClientSpec> ClientBuilder<C> {
             // only for OAuth2 (the one credential that fetches).
             let connect_timeout = self.connect_timeout;
             let http = || match &transport {
-                Transport::Reqwest(client) => Ok(client.clone()),
+                Transport::Reqwest(client, _) => Ok(client.clone()),
                 _ => new_http_client(connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT)),
             };
             let hook = auth.into_hook(def, http, &self.events)?;

@@ -183,7 +183,7 @@ impl<'a> MethodCall<'a> {
                 let endpoint = picked.endpoint();
                 let id = Some(endpoint.instance().id.as_str());
                 let observed = probe.attempt(endpoint.server(), info.number, id, info.limit);
-                let base = Some(endpoint.base_url());
+                let base = Some((endpoint.base_url(), endpoint.origin()));
                 let result = if observed.span.is_disabled() {
                     transport
                         .exchange::<D>(verb, &observed, parts, base, sent)
@@ -257,7 +257,7 @@ mod tests {
             ),
             transport: Settings {
                 service: "s",
-                transport: Transport::Reqwest(reqwest::Client::new()),
+                transport: Transport::Reqwest(reqwest::Client::new(), None),
                 default_headers: http::HeaderMap::new(),
                 hooks: Box::new([]),
                 max_response_bytes: 1,

@@ -293,7 +293,9 @@ impl tower::Service<HttpRequest> for ReqwestService {
 /// Where requests go: reqwest or hyper-util directly, or a tower stack.
 #[derive(Clone)]
 pub(crate) enum Transport {
-    Reqwest(reqwest::Client),
+    /// reqwest's client, and the origin of a fixed base URL parsed once
+    /// (boxed: a `Url` is 88 bytes).
+    Reqwest(reqwest::Client, Option<Box<crate::url::Origin>>),
     /// Boxed: hyper-util's client is 400 bytes, reqwest's one pointer.
     #[cfg(feature = "hyper-transport")]
     Hyper(Box<hyper_client::HyperSender>),
@@ -304,7 +306,7 @@ impl Transport {
     /// This transport as the service at the bottom of a tower stack.
     pub(crate) fn into_service(self) -> HttpService {
         match self {
-            Transport::Reqwest(client) => HttpService::new(ReqwestService::new(client)),
+            Transport::Reqwest(client, _) => HttpService::new(ReqwestService::new(client)),
             #[cfg(feature = "hyper-transport")]
             Transport::Hyper(sender) => HttpService::new(sender.into_service()),
             Transport::Layered(service) => service,
@@ -315,7 +317,7 @@ impl Transport {
 impl fmt::Debug for Transport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Transport::Reqwest(_) => "reqwest",
+            Transport::Reqwest(..) => "reqwest",
             #[cfg(feature = "hyper-transport")]
             Transport::Hyper(_) => "hyper-util",
             Transport::Layered(_) => "tower layers over the transport",
@@ -633,12 +635,15 @@ impl Settings {
         verb: &Method,
         observed: &Attempt<'_>,
         parts: &RequestParts,
-        base: Option<&str>,
+        base: Option<(&str, Option<&crate::url::Origin>)>,
         sent: &AtomicU32,
     ) -> Result<D::Output, Error> {
-        let mut url: Cow<'_, str> = match base {
-            None => Cow::Borrowed(parts.url()),
-            Some(base) => Cow::Owned(format!("{base}{}", parts.path_and_query())),
+        let (mut url, instance_origin): (Cow<'_, str>, _) = match base {
+            None => (Cow::Borrowed(parts.url()), None),
+            Some((base, origin)) => (
+                Cow::Owned(format!("{base}{}", parts.path_and_query())),
+                origin,
+            ),
         };
         let mut method = Cow::Borrowed(verb);
         let mut body = parts.body.as_ref();
@@ -720,9 +725,14 @@ impl Settings {
             // the request would keep it twice in the call's future
             // (rust-lang/rust#62958), which every call pays for in copies.
             let mut incoming = match &self.transport {
-                Transport::Reqwest(client) => {
-                    let request =
-                        Self::reqwest_request(&method, &target, headers, Body::of(body, stream))?;
+                Transport::Reqwest(client, origin) => {
+                    let request = Self::reqwest_request(
+                        &method,
+                        instance_origin.or(origin.as_deref()),
+                        &target,
+                        headers,
+                        Body::of(body, stream),
+                    )?;
                     let response = client.execute(request).await;
                     Incoming::Reqwest(response.map_err(transport_error)?)
                 }
@@ -785,12 +795,16 @@ impl Settings {
     /// The request for reqwest, built directly (no `http::Request` first).
     fn reqwest_request(
         method: &Method,
+        origin: Option<&crate::url::Origin>,
         url: &str,
         headers: HeaderMap,
         body: Body,
     ) -> Result<reqwest::Request, Error> {
-        let parsed = url::Url::parse(url)
-            .map_err(|e| Error::invalid_request("the request URL is not valid").with_source(e))?;
+        let parsed = match origin {
+            Some(origin) => origin.url(url),
+            None => url::Url::parse(url),
+        }
+        .map_err(|e| Error::invalid_request("the request URL is not valid").with_source(e))?;
         let mut request = reqwest::Request::new(method.clone(), parsed);
         *request.headers_mut() = headers;
         match body.0 {

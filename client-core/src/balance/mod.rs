@@ -132,6 +132,8 @@ pub struct Endpoint {
     instance: Instance,
     /// Normalised base URL.
     base: Box<str>,
+    /// Its scheme and authority parsed once, for request URLs built on it.
+    origin: Option<crate::url::Origin>,
     /// Its host and port, as spans and metrics name them.
     server: Server,
     health: Health,
@@ -150,6 +152,11 @@ impl Endpoint {
     /// Its base URL, normalised (no trailing slash).
     pub fn base_url(&self) -> &str {
         &self.base
+    }
+
+    /// Its base URL's scheme and authority, parsed once.
+    pub(crate) fn origin(&self) -> Option<&crate::url::Origin> {
+        self.origin.as_ref()
     }
 
     /// Its host and port.
@@ -411,6 +418,7 @@ impl Balancer {
                 key: self.keys.fetch_add(1, Ordering::Relaxed),
                 instance: instance.clone(),
                 server: Server::of(&base),
+                origin: crate::url::Origin::parse(&base),
                 base: base.into_boxed_str(),
                 health: Health::new(),
                 rtt: AtomicU64::new(start.to_bits()),
