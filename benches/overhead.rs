@@ -807,6 +807,16 @@ async fn pipeline<C: ClientSpec>(client: &C, index: usize, n: u64) -> (f64, f64)
 /// difference in calls is the cost per call. The client thread is the main
 /// thread on the current-thread runtime, the `bench-client` worker on the
 /// multi-thread one; the server is the `bench-server` thread.
+///
+/// It prints, per call: polls of the calling future (each poll after the
+/// first is a wake-up), parks of the client's worker, client CPU time and
+/// wall time, and each thread's time on CPU and context switches (Linux's
+/// `/proc/self/task`), so a difference between stacks can be placed: more
+/// work on the client, or more sleeping and waking on either side. (Every
+/// stack pays the same few instructions for the poll counter.) Under
+/// `valgrind --tool=cachegrind --cache-sim=yes` it also gives instruction
+/// cache misses per call, which is where courier's remaining CPU time went
+/// at the time of issue 14 (README, "Performance").
 fn profile_one(stack: usize, calls: u64) {
     let flavor = match std::env::var("COURIER_BENCH_FLAVOR") {
         Ok(text) => Flavor::parse(&text).expect("COURIER_BENCH_FLAVOR is current or multi"),
@@ -828,17 +838,25 @@ fn profile_one(stack: usize, calls: u64) {
         return;
     };
     let name = stack.name();
-    let failed = run_on(&rt, async move {
+    let threads_before = threads();
+    let parks = rt.metrics().worker_park_count(0);
+    let (failed, polls, cpu, wall) = run_on(&rt, async move {
+        let polls = Arc::new(AtomicU64::new(0));
+        let cpu_start = thread_cpu();
+        let start = Instant::now();
         let mut tasks = tokio::task::JoinSet::new();
         for t in 0..concurrency {
             let stack = Arc::clone(&stack);
+            let polls = Arc::clone(&polls);
             tasks.spawn(async move {
                 let mut failed = 0u64;
+                let mut counted = 0u64;
                 for id in (t..calls).step_by(concurrency as usize) {
-                    if !stack.get(id).await {
+                    if !CountPolls(std::pin::pin!(stack.get(id)), &mut counted).await {
                         failed += 1;
                     }
                 }
+                polls.fetch_add(counted, Ordering::Relaxed);
                 failed
             });
         }
@@ -846,9 +864,92 @@ fn profile_one(stack: usize, calls: u64) {
         while let Some(done) = tasks.join_next().await {
             failed += done.unwrap_or(0);
         }
-        failed
+        let cpu = cpu_start
+            .zip(thread_cpu())
+            .map(|(a, b)| (b.user + b.sys).saturating_sub(a.user + a.sys));
+        (failed, polls.load(Ordering::Relaxed), cpu, start.elapsed())
     });
-    println!("{name} ({}): {calls} calls, {failed} failed", flavor.name());
+    let parks = rt.metrics().worker_park_count(0) - parks;
+    for (tid, (comm, run, vol, invol)) in threads() {
+        let (run0, vol0, invol0) = threads_before
+            .get(&tid)
+            .map_or((0, 0, 0), |t| (t.1, t.2, t.3));
+        println!(
+            "  thread {comm}: {:.2} µs on CPU/call, {:.3} voluntary and {:.3} involuntary switches/call",
+            (run - run0) as f64 / 1e3 / calls as f64,
+            (vol - vol0) as f64 / calls as f64,
+            (invol - invol0) as f64 / calls as f64
+        );
+    }
+    let per = |n: f64| n / calls as f64;
+    println!(
+        "{name} ({}): {calls} calls, {failed} failed; per call: {:.2} polls of the calling \
+         future, {:.3} parks of the worker, {:.2} µs client CPU, {:.2} µs wall",
+        flavor.name(),
+        per(polls as f64),
+        per(parks as f64),
+        cpu.map_or(f64::NAN, |c| per(c.as_secs_f64() * 1e6)),
+        per(wall.as_secs_f64() * 1e6),
+    );
+}
+
+/// Every thread of this process: name, ns on CPU, voluntary and
+/// involuntary context switches.
+fn threads() -> std::collections::BTreeMap<u64, (String, u64, u64, u64)> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let path = entry.path();
+        let Some(tid) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.parse().ok())
+        else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(path.join("comm"))
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        let run = std::fs::read_to_string(path.join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next().and_then(|n| n.parse().ok()))
+            .unwrap_or(0);
+        let status = std::fs::read_to_string(path.join("status")).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        out.insert(
+            tid,
+            (
+                comm,
+                run,
+                field("voluntary_ctxt_switches:"),
+                field("nonvoluntary_ctxt_switches:"),
+            ),
+        );
+    }
+    out
+}
+
+/// Counts the polls of the future it wraps.
+struct CountPolls<'a, F>(std::pin::Pin<&'a mut F>, &'a mut u64);
+
+impl<F: Future> Future for CountPolls<'_, F> {
+    type Output = F::Output;
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        *self.1 += 1;
+        self.0.as_mut().poll(cx)
+    }
 }
 
 /// The load-round results of one runtime flavour at one concurrency, one
