@@ -137,7 +137,10 @@ impl Origin {
         // fragment, no backslash (a slash to the parser), no space, tab,
         // newline or control character (the whole-URL parser trims or drops
         // some of them), so the setters below see what the parser would.
-        let plain = rest.first() == Some(&b'/')
+        // The url crate keeps offsets as `u32`: its setters panic on a URL
+        // of 4 GiB or more where its parser returns a value or an error.
+        let plain = text.len() < u32::MAX as usize
+            && rest.first() == Some(&b'/')
             && rest
                 .iter()
                 .all(|&b| b.is_ascii_graphic() && b != b'#' && b != b'\\');
