@@ -294,7 +294,7 @@ impl tower::Service<HttpRequest> for ReqwestService {
 #[derive(Clone)]
 pub(crate) enum Transport {
     /// reqwest's client, and the origin of a fixed base URL parsed once
-    /// (boxed: a `Url` is 88 bytes).
+    /// (boxed, so the enum stays a few words).
     Reqwest(reqwest::Client, Option<Box<crate::url::Origin>>),
     /// Boxed: hyper-util's client is 400 bytes, reqwest's one pointer.
     #[cfg(feature = "hyper-transport")]
@@ -628,7 +628,8 @@ impl Collect {
 
 impl Settings {
     /// One exchange: build, intercept, send (following redirects), read,
-    /// decode. `base` is the picked instance's base URL (with discovery);
+    /// decode. `base` is the picked instance's base URL (with discovery)
+    /// and its origin, parsed when the instance was discovered;
     /// `sent` counts the request once it is handed to the transport.
     pub(crate) async fn exchange<D: Decode>(
         &self,
