@@ -65,6 +65,27 @@ async fn round_robin_spreads_exactly() {
     );
 }
 
+/// Each instance is sent its own `Host` (made once per discovered
+/// instance), exactly one.
+#[tokio::test]
+async fn each_instance_gets_its_own_host() {
+    let (a, b) = (healthy("a").await, healthy("b").await);
+    let d = discovery(&[("a", &a), ("b", &b)]);
+    let client = client(&d, Balance::RoundRobin);
+    for id in 0..4 {
+        client.item(id).await.expect("healthy");
+    }
+    for server in [&a, &b] {
+        let requests = server.received_requests().await.unwrap_or_default();
+        assert_eq!(requests.len(), 2);
+        let want = server.address().to_string();
+        for request in &requests {
+            let hosts: Vec<_> = request.headers.get_all("host").iter().collect();
+            assert_eq!(hosts, [want.as_str()], "{:?}", request.headers);
+        }
+    }
+}
+
 #[tokio::test]
 async fn p2c_spreads_roughly_evenly_over_equal_instances() {
     let (a, b, c) = (healthy("a").await, healthy("b").await, healthy("c").await);

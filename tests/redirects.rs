@@ -145,6 +145,56 @@ async fn following_anywhere_sends_none_of_the_callers_headers_elsewhere() {
     assert!(landed.url.query().is_none(), "the query stayed behind");
 }
 
+/// The `Host` values that reached `server`, one list per request.
+async fn hosts(server: &MockServer) -> Vec<Vec<String>> {
+    let requests = server.received_requests().await.unwrap_or_default();
+    requests
+        .iter()
+        .map(|r| {
+            r.headers
+                .get_all("host")
+                .iter()
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .collect()
+        })
+        .collect()
+}
+
+/// Every request carries exactly one `Host`, naming the origin it goes to:
+/// the base's (courier writes it, made once per client, on an `http://`
+/// origin), the same after a hop within the origin, and the other origin's
+/// after a hop there (written by hyper-util, as before).
+#[tokio::test]
+async fn every_request_names_the_origin_it_goes_to_in_one_host_header() {
+    let (a, b) = origins().await;
+    let docs = client(&a, Some(Redirects::any(3)));
+    assert_eq!(docs.old("Bearer t").await.ok().as_deref(), Some("moved"));
+    assert_eq!(
+        docs.away("secret", "Bearer t").await.ok().as_deref(),
+        Some("elsewhere")
+    );
+    let (host_a, host_b) = (a.address().to_string(), b.address().to_string());
+    assert_ne!(host_a, host_b);
+    assert_eq!(
+        hosts(&a).await,
+        vec![vec![host_a.clone()]; 3],
+        "/old, /new, /away"
+    );
+    assert_eq!(hosts(&b).await, vec![vec![host_b]], "/landing");
+    // A `Host` the caller set is kept, not doubled.
+    let own = support::builder::<DocsClient>()
+        .base_url(a.uri())
+        .default_header("host", "gw.example")
+        .build()
+        .expect("valid");
+    assert_eq!(own.old("Bearer t").await.ok().as_deref(), Some("moved"));
+    let seen = hosts(&a).await;
+    assert_eq!(
+        seen[3..],
+        [vec!["gw.example".to_owned()], vec!["gw.example".to_owned()]]
+    );
+}
+
 #[tokio::test]
 async fn a_303_turns_a_post_into_a_get_without_the_body() {
     let a = MockServer::start().await;

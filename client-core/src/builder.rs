@@ -617,22 +617,28 @@ impl<C: ClientSpec> ClientBuilder<C> {
         let hyper = None;
         let transport = match hyper {
             Some(hyper) => hyper,
-            None => Transport::Reqwest(
-                match (self.http_client, self.connect_timeout) {
+            None => {
+                // A client of the caller's may speak HTTP/2 to an `http://`
+                // origin (prior knowledge): courier then leaves `Host` to it.
+                let (client, own) = match (self.http_client, self.connect_timeout) {
                     (Some(_), Some(_)) => {
                         return Err(Error::builder(
                             "`connect_timeout` would be ignored with `http_client`: \
                              set it on the reqwest::Client you pass instead",
                         ));
                     }
-                    (Some(client), None) => client,
-                    (None, timeout) => new_http_client(timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT))?,
-                },
-                match &target {
+                    (Some(client), None) => (client, false),
+                    (None, timeout) => (
+                        new_http_client(timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT))?,
+                        true,
+                    ),
+                };
+                let origin = match &target {
                     Target::Fixed(base, _) => crate::url::Origin::parse(base).map(Box::new),
                     Target::Balanced(_) => None,
-                },
-            ),
+                };
+                Transport::Reqwest(client, origin, own)
+            }
         };
         #[cfg_attr(not(feature = "auth"), allow(unused_mut))]
         let mut hooks = self.interceptors;
@@ -644,7 +650,7 @@ impl<C: ClientSpec> ClientBuilder<C> {
             // only for OAuth2 (the one credential that fetches).
             let connect_timeout = self.connect_timeout;
             let http = || match &transport {
-                Transport::Reqwest(client, _) => Ok(client.clone()),
+                Transport::Reqwest(client, ..) => Ok(client.clone()),
                 _ => new_http_client(connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT)),
             };
             let hook = auth.into_hook(def, http, &self.events)?;

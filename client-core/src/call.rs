@@ -257,7 +257,7 @@ mod tests {
             ),
             transport: Settings {
                 service: "s",
-                transport: Transport::Reqwest(reqwest::Client::new(), None),
+                transport: Transport::Reqwest(reqwest::Client::new(), None, false),
                 default_headers: http::HeaderMap::new(),
                 hooks: Box::new([]),
                 max_response_bytes: 1,

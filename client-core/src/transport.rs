@@ -80,7 +80,7 @@ use std::task::{Context, Poll};
 use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{ACCEPT, CONTENT_TYPE, LOCATION, RETRY_AFTER};
+use http::header::{ACCEPT, CONTENT_TYPE, HOST, LOCATION, RETRY_AFTER};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use http_body::Frame;
 use http_body_util::BodyExt;
@@ -293,9 +293,12 @@ impl tower::Service<HttpRequest> for ReqwestService {
 /// Where requests go: reqwest or hyper-util directly, or a tower stack.
 #[derive(Clone)]
 pub(crate) enum Transport {
-    /// reqwest's client, and the origin of a fixed base URL parsed once
-    /// (boxed, so the enum stays a few words).
-    Reqwest(reqwest::Client, Option<Box<crate::url::Origin>>),
+    /// reqwest's client; the origin of a fixed base URL parsed once
+    /// (boxed, so the enum stays a few words); and whether courier built
+    /// the client, so that it knows the client speaks HTTP/1.1 to an
+    /// `http://` origin and may write `Host` itself
+    /// ([`Origin::host_for`](crate::url::Origin::host_for)).
+    Reqwest(reqwest::Client, Option<Box<crate::url::Origin>>, bool),
     /// Boxed: hyper-util's client is 400 bytes, reqwest's one pointer.
     #[cfg(feature = "hyper-transport")]
     Hyper(Box<hyper_client::HyperSender>),
@@ -306,7 +309,7 @@ impl Transport {
     /// This transport as the service at the bottom of a tower stack.
     pub(crate) fn into_service(self) -> HttpService {
         match self {
-            Transport::Reqwest(client, _) => HttpService::new(ReqwestService::new(client)),
+            Transport::Reqwest(client, ..) => HttpService::new(ReqwestService::new(client)),
             #[cfg(feature = "hyper-transport")]
             Transport::Hyper(sender) => HttpService::new(sender.into_service()),
             Transport::Layered(service) => service,
@@ -726,10 +729,11 @@ impl Settings {
             // the request would keep it twice in the call's future
             // (rust-lang/rust#62958), which every call pays for in copies.
             let mut incoming = match &self.transport {
-                Transport::Reqwest(client, origin) => {
+                Transport::Reqwest(client, origin, own) => {
                     let request = Self::reqwest_request(
                         &method,
                         instance_origin.or(origin.as_deref()),
+                        *own,
                         &target,
                         headers,
                         Body::of(body, stream),
@@ -794,11 +798,14 @@ impl Settings {
     }
 
     /// The request for reqwest, built directly (no `http::Request` first).
+    /// With `own_client` (courier built the reqwest client), a request to
+    /// the origin gets the origin's `Host`, made once, unless it has one.
     fn reqwest_request(
         method: &Method,
         origin: Option<&crate::url::Origin>,
+        own_client: bool,
         url: &str,
-        headers: HeaderMap,
+        mut headers: HeaderMap,
         body: Body,
     ) -> Result<reqwest::Request, Error> {
         let parsed = match origin {
@@ -806,6 +813,12 @@ impl Settings {
             None => url::Url::parse(url),
         }
         .map_err(|e| Error::invalid_request("the request URL is not valid").with_source(e))?;
+        if own_client
+            && let Some(host) = origin.and_then(|o| o.host_for(&parsed))
+            && let http::header::Entry::Vacant(slot) = headers.entry(HOST)
+        {
+            slot.insert(host.clone());
+        }
         let mut request = reqwest::Request::new(method.clone(), parsed);
         *request.headers_mut() = headers;
         match body.0 {

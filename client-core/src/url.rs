@@ -11,6 +11,7 @@
 
 use std::fmt::{self, Write as _};
 
+use http::HeaderValue;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use crate::Error;
@@ -103,12 +104,17 @@ pub(crate) fn normalize_base_url(raw: &str) -> Result<String, Error> {
 /// whole: the result is the same either way, which
 /// `tests::an_origin_builds_what_a_whole_parse_builds` checks on arbitrary
 /// paths and queries.
+///
+/// An `http://` origin also keeps its `Host` header value, made once: see
+/// [`Origin::host_for`].
 #[derive(Clone, Debug)]
 pub(crate) struct Origin {
     /// `scheme://authority/`: the origin with an empty path.
     url: url::Url,
     /// The length of `scheme://authority`, as URL texts start.
     len: usize,
+    /// `host[:port]` for an `http://` origin: what hyper-util would write.
+    host: Option<HeaderValue>,
 }
 
 impl Origin {
@@ -124,7 +130,28 @@ impl Origin {
         // The base's text must start exactly as the parsed origin prints
         // (a normalised base does: it is the parser's own output).
         let printed = url.as_str().as_bytes().get(..len);
-        (base.as_bytes().get(..len) == printed).then_some(Origin { url, len })
+        let host = host_header(&url);
+        (base.as_bytes().get(..len) == printed).then_some(Origin { url, len, host })
+    }
+
+    /// The `Host` header of a request to `url`, made once, when `url` is on
+    /// this origin and the origin is plain `http://`; else `None`, and
+    /// hyper-util writes it as it always does.
+    ///
+    /// hyper-util sets `Host` on every HTTP/1 request that has none: it
+    /// formats `host:port` into a new string and checks it as a header
+    /// value, about 2,300 instructions and an allocation per request
+    /// (callgrind, the overhead benchmark's GET), for a value that never
+    /// changes between the calls to one origin. It keeps a `Host` that is
+    /// already there, so this one, the same text, is what goes out.
+    /// Only `http://`: over `https://` the connection may turn out HTTP/2,
+    /// where hyper-util sends `:authority` and no `Host`.
+    pub(crate) fn host_for(&self, url: &url::Url) -> Option<&HeaderValue> {
+        let host = self.host.as_ref()?;
+        let same = url.scheme() == "http"
+            && url.host_str() == self.url.host_str()
+            && url.port() == self.url.port();
+        same.then_some(host)
     }
 
     /// `text` as a [`url::Url`], the same as `url::Url::parse(text)`.
@@ -159,6 +186,22 @@ impl Origin {
         }
         Ok(url)
     }
+}
+
+/// `host[:port]` of an `http://` URL, as hyper-util writes `Host`: the host
+/// as the URL prints it (an IPv6 address in brackets, a name in punycode)
+/// and the port only when it is not the scheme's default (the url crate
+/// drops a default port, so `port()` is `None` exactly then).
+fn host_header(url: &url::Url) -> Option<HeaderValue> {
+    if url.scheme() != "http" {
+        return None;
+    }
+    let host = url.host_str()?;
+    let text = match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_owned(),
+    };
+    HeaderValue::try_from(text).ok()
 }
 
 #[cfg(test)]
@@ -238,6 +281,51 @@ mod tests {
         // Not a normalised base: no origin, never a wrong one.
         assert!(Origin::parse("http://GW.local/").is_none());
         assert!(Origin::parse("nope").is_none());
+    }
+
+    /// The `Host` a request on an origin gets is hyper-util's text for it
+    /// (host as printed, port unless the default), only for `http://` and
+    /// only on the origin.
+    #[test]
+    fn a_request_on_an_http_origin_gets_the_origins_host() {
+        let host = |base: &str, url: &str| {
+            let base = normalize_base_url(base).unwrap_or_default();
+            let origin = Origin::parse(&base)?;
+            let url = url::Url::parse(url).ok()?;
+            origin
+                .host_for(&url)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+        };
+        let cases = [
+            (
+                "http://127.0.0.1:8080",
+                "http://127.0.0.1:8080/x",
+                Some("127.0.0.1:8080"),
+            ),
+            (
+                "http://GW.local:80/api",
+                "http://gw.local/api/x?q=1",
+                Some("gw.local"),
+            ),
+            (
+                "http://[::1]:9000",
+                "http://[::1]:9000/x",
+                Some("[::1]:9000"),
+            ),
+            (
+                "http://bücher.example",
+                "http://xn--bcher-kva.example/",
+                Some("xn--bcher-kva.example"),
+            ),
+            ("http://h:81", "http://h:82/x", None),
+            ("http://h", "http://other/x", None),
+            ("http://h", "https://h/x", None),
+            ("https://h", "https://h/x", None),
+        ];
+        for (base, url, want) in cases {
+            assert_eq!(host(base, url).as_deref(), want, "{url} on {base}");
+        }
     }
 
     proptest::proptest! {

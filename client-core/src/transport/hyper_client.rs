@@ -28,7 +28,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::ACCEPT;
+use http::header::{ACCEPT, HOST};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderValue, Method, Uri};
 use http_body_util::BodyExt;
@@ -187,9 +187,17 @@ impl HyperTransport {
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(self.pool_idle_timeout)
             .pool_max_idle_per_host(self.pool_max_idle_per_host);
+        let mut origin = base.and_then(Origin::parse);
+        if self.http2_prior_knowledge
+            && let Some(origin) = &mut origin
+        {
+            // HTTP/2 names the origin in `:authority`; hyper-util sends no
+            // `Host` there, and neither does courier.
+            origin.host = None;
+        }
         Ok(HyperSender {
             client: builder.build(connector),
-            origin: base.and_then(Origin::parse),
+            origin,
         })
     }
 
@@ -239,8 +247,9 @@ impl fmt::Debug for HyperSender {
 
 impl HyperSender {
     /// The request for `url`, built without a URL parse when `url` starts
-    /// with the client's base URL (see [`Origin`]). Adds `accept: */*` when
-    /// the call set no `accept`, as reqwest does.
+    /// with the client's base URL (see [`Origin`]), with the origin's
+    /// `Host` made once (see [`Origin::host`]). Adds `accept: */*` when the
+    /// call set no `accept`, as reqwest does.
     pub(crate) fn request(
         &self,
         method: &Method,
@@ -248,11 +257,16 @@ impl HyperSender {
         mut headers: HeaderMap,
         body: Body,
     ) -> Result<http::Request<Body>, Error> {
-        let uri = match &self.origin {
+        let (uri, host) = match &self.origin {
             Some(origin) => origin.join(url),
-            None => url.parse().map_err(BoxError::from),
+            None => url.parse().map(|uri| (uri, None)).map_err(BoxError::from),
         }
         .map_err(|e| Error::invalid_request("the request URL is not valid").with_source(e))?;
+        if let Some(host) = host
+            && let http::header::Entry::Vacant(slot) = headers.entry(HOST)
+        {
+            slot.insert(host.clone());
+        }
         accept_anything_by_default(&mut headers);
         let mut request = http::Request::new(body);
         *request.method_mut() = method.clone();
@@ -284,6 +298,17 @@ struct Origin {
     text: Box<str>,
     scheme: Scheme,
     authority: Authority,
+    /// The `Host` of a request to a plain `http://` origin, made once.
+    ///
+    /// hyper-util sets `Host` on every HTTP/1 request that has none: it
+    /// formats `host:port` into a new string and checks it as a header
+    /// value, about 2,300 instructions and an allocation per request
+    /// (callgrind, the overhead benchmark's GET), for a value that never
+    /// changes. It keeps a `Host` that is already there, so this one, the
+    /// same text, is what goes out. Not for `https://` (the connection may
+    /// turn out HTTP/2, which names the origin in `:authority` and sends no
+    /// `Host`), nor with HTTP/2 prior knowledge.
+    host: Option<HeaderValue>,
 }
 
 impl Origin {
@@ -293,20 +318,26 @@ impl Origin {
         let (scheme, rest) = base.split_once("://")?;
         let authority = rest.split(['/', '?', '#']).next()?;
         let text = &base[..scheme.len() + 3 + authority.len()];
+        let scheme = Scheme::try_from(scheme).ok()?;
+        let authority = Authority::try_from(authority).ok()?;
+        let host = (scheme == Scheme::HTTP)
+            .then(|| host_header(&authority))
+            .flatten();
         Some(Origin {
             text: text.into(),
-            scheme: Scheme::try_from(scheme).ok()?,
-            authority: Authority::try_from(authority).ok()?,
+            scheme,
+            authority,
+            host,
         })
     }
 
     /// `url` as an `http::Uri`: the kept scheme and authority and the
-    /// checked path and query when `url` starts with this origin; else
-    /// `url` parsed whole.
-    fn join(&self, url: &str) -> Result<Uri, BoxError> {
+    /// checked path and query when `url` starts with this origin, with the
+    /// origin's `Host`; else `url` parsed whole, and no `Host`.
+    fn join(&self, url: &str) -> Result<(Uri, Option<&HeaderValue>), BoxError> {
         let rest = match url.strip_prefix(&*self.text) {
             Some(rest) if rest.is_empty() || rest.starts_with(['/', '?']) => rest,
-            _ => return Ok(url.parse()?),
+            _ => return Ok((url.parse()?, None)),
         };
         let path_and_query = match rest {
             "" => PathAndQuery::from_static("/"),
@@ -317,8 +348,19 @@ impl Origin {
         parts.scheme = Some(self.scheme.clone());
         parts.authority = Some(self.authority.clone());
         parts.path_and_query = Some(path_and_query);
-        Ok(Uri::from_parts(parts)?)
+        Ok((Uri::from_parts(parts)?, self.host.as_ref()))
     }
+}
+
+/// `Host` for an `http://` authority, as hyper-util writes it: the host
+/// (an IPv6 address in brackets), and the port unless it is 80.
+fn host_header(authority: &Authority) -> Option<HeaderValue> {
+    let host = authority.host();
+    let text = match authority.port_u16() {
+        Some(port) if port != 80 => format!("{host}:{port}"),
+        _ => host.to_owned(),
+    };
+    HeaderValue::try_from(text).ok()
 }
 
 /// `accept: */*` unless the call set an `accept`: what reqwest sends, so a
@@ -429,7 +471,42 @@ mod tests {
     fn joined(base: &str, url: &str) -> String {
         origin(base)
             .join(url)
-            .map_or_else(|e| format!("error: {e}"), |uri| uri.to_string())
+            .map_or_else(|e| format!("error: {e}"), |(uri, _)| uri.to_string())
+    }
+
+    /// The `Host` a request gets: hyper-util's text for it (host, port
+    /// unless 80), only on the origin, only for `http://`.
+    #[test]
+    fn a_request_on_an_http_origin_gets_the_origins_host() {
+        let host = |base: &str, url: &str| {
+            let o = origin(base);
+            let joined = o.join(url).ok();
+            joined.and_then(|(_, h)| h.and_then(|h| h.to_str().ok().map(str::to_owned)))
+        };
+        let cases = [
+            (
+                "http://127.0.0.1:8080",
+                "http://127.0.0.1:8080/x",
+                Some("127.0.0.1:8080"),
+            ),
+            (
+                "http://gw.local/api",
+                "http://gw.local/api/x?q=1",
+                Some("gw.local"),
+            ),
+            ("http://h:80", "http://h:80/x", Some("h")),
+            (
+                "http://[::1]:9000",
+                "http://[::1]:9000/x",
+                Some("[::1]:9000"),
+            ),
+            ("http://h", "http://other/x", None),
+            ("http://h:81", "http://h:8181/x", None),
+            ("https://h", "https://h/x", None),
+        ];
+        for (base, url, want) in cases {
+            assert_eq!(host(base, url).as_deref(), want, "{url} on {base}");
+        }
     }
 
     #[test]
