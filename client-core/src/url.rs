@@ -10,6 +10,7 @@
 //! query value is `%2B` and cannot be read as a space, and a space is `%20`.
 
 use std::fmt::{self, Write as _};
+use std::sync::{Mutex, PoisonError};
 
 use http::HeaderValue;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
@@ -201,7 +202,45 @@ fn host_header(url: &url::Url) -> Option<HeaderValue> {
         Some(port) => format!("{host}:{port}"),
         None => host.to_owned(),
     };
-    HeaderValue::try_from(text).ok()
+    host_value(text)
+}
+
+/// How many distinct `Host` texts are kept as static strings, for the life
+/// of the process (see [`host_value`]): at most this many short strings.
+const STATIC_HOSTS: usize = 256;
+
+/// The `Host` texts made static so far.
+static HOSTS: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+
+/// `text` as a `Host` value, `None` if it is not a header value.
+///
+/// A value made from a `String` is reference-counted: each clone and drop
+/// is an atomic read-modify-write on a count shared by every thread, and a
+/// request's headers are cloned three times on the way through reqwest
+/// (once by courier, twice by reqwest itself: about six such operations
+/// per call, each as dear as ~100 plain instructions). A static value is
+/// copied instead. So the text is made static, once per distinct text
+/// (the first `STATIC_HOSTS` of them: a client's base URL, the instances
+/// discovery found), and looked up when another client or instance has the
+/// same one; past that bound, values are reference-counted again, so
+/// instances that come and go for months cannot grow the process.
+pub(crate) fn host_value(text: String) -> Option<HeaderValue> {
+    let value = HeaderValue::try_from(text.as_str()).ok()?;
+    // `from_static` takes visible ASCII only (and panics on the rest).
+    if !text.bytes().all(|b| b.is_ascii_graphic()) {
+        return Some(value);
+    }
+    let mut hosts = HOSTS.lock().unwrap_or_else(PoisonError::into_inner);
+    let kept = match hosts.iter().find(|kept| ***kept == *text) {
+        Some(kept) => *kept,
+        None if hosts.len() < STATIC_HOSTS => {
+            let kept: &'static str = Box::leak(text.into_boxed_str());
+            hosts.push(kept);
+            kept
+        }
+        None => return Some(value),
+    };
+    Some(HeaderValue::from_static(kept))
 }
 
 #[cfg(test)]
@@ -326,6 +365,34 @@ mod tests {
         for (base, url, want) in cases {
             assert_eq!(host(base, url).as_deref(), want, "{url} on {base}");
         }
+    }
+
+    /// Host values: the same text gives the same value, kept static at
+    /// most `STATIC_HOSTS` times over however many distinct texts; a text
+    /// that is no header value is refused; one with bytes past ASCII (no
+    /// host prints so, but a value may hold them) is a value, not a panic.
+    #[test]
+    fn host_values_are_interned_up_to_a_bound_and_never_panic() {
+        let value = |text: &str| host_value(text.to_owned());
+        assert_eq!(value("gw.local:8080"), value("gw.local:8080"));
+        assert_eq!(
+            value("gw.local:8080").as_ref().map(HeaderValue::as_bytes),
+            Some(&b"gw.local:8080"[..])
+        );
+        assert_eq!(value("bad\nhost"), None);
+        assert_eq!(value("a\u{0}b"), None);
+        let high = value("h\u{e9}st");
+        assert_eq!(high.map(|v| v.as_bytes().len()), Some(5));
+        for n in 0..STATIC_HOSTS + 50 {
+            let text = format!("10.0.{}.{}:80", n / 256, n % 256);
+            let made = value(&text);
+            assert_eq!(
+                made.as_ref().map(HeaderValue::as_bytes),
+                Some(text.as_bytes())
+            );
+        }
+        let kept = HOSTS.lock().map_or(usize::MAX, |hosts| hosts.len());
+        assert!(kept <= STATIC_HOSTS, "{kept} static host texts");
     }
 
     proptest::proptest! {

@@ -227,7 +227,14 @@ impl Watch {
             limit,
             waker: waker.clone(),
         });
-        if limit < self.armed.fetch_min(limit, Ordering::AcqRel) {
+        // Limits mostly arrive in order, so the armed one is mostly earlier
+        // already: then no read-modify-write. (Armed only ever falls, but
+        // for the task's swap to `NONE` while it looks; an entry that reads
+        // `NONE` lowers it and notifies, and one that read an earlier limit
+        // is in the slab the task sweeps at that limit.)
+        if limit < self.armed.load(Ordering::Acquire)
+            && limit < self.armed.fetch_min(limit, Ordering::AcqRel)
+        {
             // Earlier than what the task sleeps until: it must re-arm.
             self.rearm.notify_one();
         }
@@ -358,7 +365,12 @@ pin_project_lite::pin_project! {
         limit: u64,
         watch: &'w Arc<Watch>,
         slot: Option<Slot>,
-        waker: Option<Waker>,
+        // Which waker the slab holds (`Waker::data` and `vtable`): compared
+        // with the next poll's, as `Waker::will_wake` does, without a clone
+        // of its own (a clone and a drop are two atomic read-modify-writes
+        // on the task's count, per call). The slab's clone keeps the task
+        // alive, so no other waker can come to have the same data pointer.
+        waker: Option<(usize, usize)>,
         elapsed: Option<E>,
     }
 
@@ -391,7 +403,7 @@ where
             // The first wait: record it (no clock read on the fast path).
             None => {
                 *this.slot = Some(this.watch.enter(*this.limit, cx.waker()));
-                *this.waker = Some(cx.waker().clone());
+                *this.waker = Some(identity(cx.waker()));
             }
             Some(slot) => {
                 if clock::now() >= *this.limit {
@@ -403,14 +415,25 @@ where
                         |make| make(),
                     )));
                 }
-                if !this.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                let now = identity(cx.waker());
+                if *this.waker != Some(now) {
                     this.watch.update(slot, cx.waker());
-                    *this.waker = Some(cx.waker().clone());
+                    *this.waker = Some(now);
                 }
             }
         }
         Poll::Pending
     }
+}
+
+/// A waker's identity: the addresses `Waker::will_wake` compares (as
+/// numbers, so the future stays `Send`; never turned back into pointers).
+#[inline]
+fn identity(waker: &Waker) -> (usize, usize) {
+    (
+        waker.data().addr(),
+        std::ptr::from_ref(waker.vtable()).addr(),
+    )
 }
 
 #[cfg(test)]

@@ -360,7 +360,7 @@ fn host_header(authority: &Authority) -> Option<HeaderValue> {
         Some(port) if port != 80 => format!("{host}:{port}"),
         _ => host.to_owned(),
     };
-    HeaderValue::try_from(text).ok()
+    crate::url::host_value(text)
 }
 
 /// `accept: */*` unless the call set an `accept`: what reqwest sends, so a

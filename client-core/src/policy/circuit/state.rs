@@ -274,7 +274,15 @@ impl State {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let window = self.slots.len() as u64;
         let bits = FILLED | if failed { FAILED } else { 0 } | if slow { SLOW } else { 0 };
-        let old = self.slots[(n % window) as usize].swap(bits, Ordering::Relaxed);
+        let slot = &self.slots[(n % window) as usize];
+        // A slot that already holds this outcome (a success over a success,
+        // the common case) is left as it is: no read-modify-write. Had
+        // another record swapped it since the load, that one's outcome
+        // stands and the counts agree with it, as if this one came first.
+        let old = match slot.load(Ordering::Relaxed) {
+            same if same == bits => same,
+            _ => slot.swap(bits, Ordering::Relaxed),
+        };
         let changed = old ^ bits;
         if changed & FAILED != 0 {
             self.failures
