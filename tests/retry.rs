@@ -4,6 +4,8 @@
 //! mix); every bound on elapsed time has a generous margin, and what is
 //! asserted exactly is what the server received.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use courier::{Error, ErrorKind, Inspect, client};
@@ -119,6 +121,98 @@ async fn a_post_is_retried_when_the_connection_was_refused() {
     let err = c.create("o-1").await.expect_err("nobody listens");
     assert!(err.is_connect());
     assert_eq!(err.attempts(), 3);
+}
+
+/// A cleartext HTTP/2 server (prior knowledge) that refuses its first
+/// `refuse` streams with `REFUSED_STREAM` and answers the rest 200 `ok`;
+/// its base URL and the streams it saw.
+async fn refusing_h2(refuse: usize) -> (String, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&seen);
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let seen = Arc::clone(&counted);
+            tokio::spawn(async move {
+                let Ok(mut connection) = h2::server::handshake(socket).await else {
+                    return;
+                };
+                while let Some(Ok((_request, mut respond))) = connection.accept().await {
+                    if seen.fetch_add(1, Ordering::SeqCst) < refuse {
+                        respond.send_reset(h2::Reason::REFUSED_STREAM);
+                        continue;
+                    }
+                    let head = http::Response::builder()
+                        .header("content-type", "text/plain")
+                        .body(())
+                        .unwrap_or_default();
+                    if let Ok(mut body) = respond.send_response(head, false) {
+                        let _ = body.send_data(bytes::Bytes::from_static(b"ok"), true);
+                    }
+                }
+            });
+        }
+    });
+    (format!("http://{addr}"), seen)
+}
+
+/// A POST the service refused before processing it (HTTP/2
+/// `REFUSED_STREAM`) did nothing there, so it is sent again like one whose
+/// connection was refused: on the hyper transport, and through a reqwest
+/// client with reqwest's own retries off (as on the client courier makes).
+/// With retry disabled the refusal is the answer, and says what it was.
+#[tokio::test]
+async fn a_post_the_service_refused_unprocessed_is_sent_again() {
+    let (base, seen) = refusing_h2(2).await;
+    // not the matrix: HTTP/2 with prior knowledge is each transport's own setting
+    let on_hyper = OrdersClient::builder()
+        .base_url(&base)
+        .hyper_transport(courier::transport::HyperTransport::new().http2_prior_knowledge())
+        .build()
+        .expect("valid");
+    assert_eq!(on_hyper.create("o-1").await.ok().as_deref(), Some("ok"));
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        3,
+        "two refused, the third answered"
+    );
+
+    let (base, seen) = refusing_h2(2).await;
+    let http = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .retry(reqwest::retry::never().max_retries_per_request(0))
+        .build()
+        .expect("reqwest client");
+    // not the matrix: HTTP/2 with prior knowledge is each transport's own setting
+    let on_reqwest = OrdersClient::builder()
+        .base_url(&base)
+        .http_client(http)
+        .build()
+        .expect("valid");
+    assert_eq!(on_reqwest.create("o-1").await.ok().as_deref(), Some("ok"));
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        3,
+        "two refused, the third answered"
+    );
+
+    let (base, seen) = refusing_h2(1).await;
+    // not the matrix: HTTP/2 with prior knowledge is each transport's own setting
+    let once = OrdersClient::builder()
+        .base_url(&base)
+        .hyper_transport(courier::transport::HyperTransport::new().http2_prior_knowledge())
+        .build()
+        .expect("valid");
+    let err = once.get_once(1).await.expect_err("refused, not retried");
+    assert_eq!(err.kind(), ErrorKind::Transport, "{err}");
+    assert!(
+        err.to_string().contains("did not process the request"),
+        "{err}"
+    );
+    assert_eq!((err.attempts(), seen.load(Ordering::SeqCst)), (1, 1));
 }
 
 #[tokio::test]

@@ -762,6 +762,13 @@ fn new_http_client(connect_timeout: Duration) -> Result<reqwest::Client, Error> 
         // sends a Referer: it would carry the original query string.
         .redirect(reqwest::redirect::Policy::none())
         .referer(false)
+        // reqwest retries HTTP/2 requests the service did not process, and
+        // to that end clones every request before sending it (its headers,
+        // about 700 instructions and two allocations per call, for a retry
+        // that HTTP/1.1 never makes). Courier's retry stage retries those
+        // answers instead (`transport::unprocessed`): no clone, and the
+        // retries are counted, budgeted and observed like any other.
+        .retry(reqwest::retry::never().max_retries_per_request(0))
         .build()
         .map_err(|e| Error::builder("could not create the HTTP client").with_source(e))
 }

@@ -157,6 +157,9 @@ struct Inner {
     /// A body error because the body was over the limit (the service
     /// answered in full), as opposed to a read that broke off.
     too_large: bool,
+    /// A transport error the service gave before processing the request
+    /// (HTTP/2 `REFUSED_STREAM`, a graceful `GOAWAY`): safe to send again.
+    unprocessed: bool,
 }
 
 /// Where a call error happened: filled in by the call pipeline.
@@ -184,6 +187,7 @@ impl Error {
                 retry_after: None,
                 instance: None,
                 too_large: false,
+                unprocessed: false,
             }),
         }
     }
@@ -246,6 +250,17 @@ impl Error {
             self.inner.instance = Some(id.into());
         }
         self
+    }
+
+    pub(crate) fn unprocessed(mut self) -> Self {
+        self.inner.unprocessed = true;
+        self
+    }
+
+    /// The service refused the request before processing any of it (see
+    /// `transport::unprocessed`): it may be sent again, whatever its method.
+    pub(crate) fn is_unprocessed(&self) -> bool {
+        self.inner.unprocessed
     }
 
     pub(crate) fn too_large(mut self) -> Self {

@@ -1004,10 +1004,44 @@ fn transport_error(e: reqwest::Error) -> Error {
         (ErrorKind::Timeout, "no answer in time")
     } else if e.is_body() || e.is_decode() {
         (ErrorKind::Body, "")
+    } else if unprocessed(&e) {
+        return Error::new(ErrorKind::Transport, UNPROCESSED)
+            .unprocessed()
+            .with_source(e.without_url());
     } else {
         (ErrorKind::Transport, "")
     };
     Error::new(kind, message).with_source(e.without_url())
+}
+
+/// The message of an [`unprocessed`] failure.
+pub(crate) const UNPROCESSED: &str =
+    "the service did not process the request (HTTP/2 stream refused or connection going away)";
+
+/// Whether `e`, or an error under it, is HTTP/2's word that the service did
+/// not process the request: the stream refused (`REFUSED_STREAM`, RFC 9113
+/// §8.7) or the connection closing gracefully (`GOAWAY` with `NO_ERROR`)
+/// before it. Such a request may be sent again whatever its method, as
+/// after a connect failure; the retry stage does so.
+///
+/// reqwest retries exactly these itself (twice, on a budget of its own), by
+/// cloning every request before it is sent in case it is refused; courier's
+/// own reqwest client has that off (`builder::new_http_client`) and leaves
+/// them to the retry stage, where they count as attempts, against the
+/// retry budget, in events and spans. On the hyper transport nothing
+/// retried them before.
+pub(crate) fn unprocessed(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if let Some(e) = e.downcast_ref::<h2::Error>() {
+            let reason = e.reason();
+            return e.is_remote()
+                && ((e.is_reset() && reason == Some(h2::Reason::REFUSED_STREAM))
+                    || (e.is_go_away() && reason == Some(h2::Reason::NO_ERROR)));
+        }
+        next = e.source();
+    }
+    false
 }
 
 /// Classifies a failure of a layered stack: reqwest's and hyper-util's own
@@ -1027,6 +1061,9 @@ fn layered_error(e: BoxError) -> Error {
         Err(e) if e.is::<tower::timeout::error::Elapsed>() => {
             Error::new(ErrorKind::Timeout, "a layer's timeout elapsed").with_source(e)
         }
+        Err(e) if unprocessed(&*e) => Error::new(ErrorKind::Transport, UNPROCESSED)
+            .unprocessed()
+            .with_source(e),
         Err(e) => Error::new(ErrorKind::Transport, "").with_source(e),
     }
 }

@@ -8,6 +8,7 @@
 //! |---|---|---|---|---|
 //! | success | — | success | never | no |
 //! | connect error (refused, connect timeout) | not sent | failure | always: nothing was sent | yes |
+//! | HTTP/2 stream refused, or a graceful `GOAWAY`, before the request was processed | not sent | failure | always: the service says it did nothing | yes |
 //! | attempt timeout, transport error | failed | failure | the method is idempotent | yes |
 //! | body broke off after the headers | failed | failure | the method is idempotent | yes |
 //! | 5xx (whatever its body, even one over the limit) | failed | failure | idempotent and status in `on` | yes |
@@ -61,6 +62,7 @@ pub(crate) enum Class {
 pub(crate) fn class(e: &Error) -> Class {
     match e.kind() {
         ErrorKind::Connect => Class::NotSent,
+        ErrorKind::Transport if e.is_unprocessed() => Class::NotSent,
         ErrorKind::Timeout | ErrorKind::Transport => Class::Failed,
         ErrorKind::Body if e.is_too_large() => Class::Answered,
         ErrorKind::Body => Class::Failed,
@@ -174,6 +176,17 @@ mod tests {
             &on
         ));
         assert!(!is_retryable(&Error::new(ErrorKind::Decode, ""), true, &on));
+        // A transport error the service gave before processing anything
+        // (HTTP/2 REFUSED_STREAM): as a connect failure, whatever the method.
+        let unprocessed = || Error::new(ErrorKind::Transport, "").unprocessed();
+        assert!(is_retryable(&unprocessed(), false, &on));
+        assert!(!is_retryable(
+            &Error::new(ErrorKind::Transport, ""),
+            false,
+            &on
+        ));
+        assert_eq!(outcome::<()>(&Err(unprocessed())), Outcome::Failure);
+        assert!(is_fallback_eligible(&unprocessed()));
         let limited = || Error::new(ErrorKind::RateLimited, "");
         assert!(!is_retryable(&limited(), true, &on));
         assert_eq!(outcome::<()>(&Err(limited())), Outcome::Ignored);

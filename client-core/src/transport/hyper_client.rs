@@ -394,6 +394,10 @@ pub(crate) fn send_error(e: hyper_util::client::legacy::Error) -> Error {
         .is_some_and(hyper::Error::is_timeout);
     if timed_out {
         Error::new(ErrorKind::Timeout, "no answer in time").with_source(e)
+    } else if super::unprocessed(&e) {
+        Error::new(ErrorKind::Transport, super::UNPROCESSED)
+            .unprocessed()
+            .with_source(e)
     } else {
         Error::new(ErrorKind::Transport, "").with_source(e)
     }
