@@ -161,9 +161,12 @@ async fn refusing_h2(refuse: usize) -> (String, Arc<AtomicUsize>) {
 
 /// A POST the service refused before processing it (HTTP/2
 /// `REFUSED_STREAM`) did nothing there, so it is sent again like one whose
-/// connection was refused: on the hyper transport, and through a reqwest
-/// client with reqwest's own retries off (as on the client courier makes).
-/// With retry disabled the refusal is the answer, and says what it was.
+/// connection was refused (on the hyper transport; courier's own reqwest
+/// client speaks HTTP/2 only over TLS). Through a reqwest client of the
+/// caller's, which may follow redirects itself, courier cannot tell which
+/// request was refused: there the refusal is a plain transport error, and
+/// reqwest's own retry (on by default) is what resends it. With retry
+/// disabled the refusal is the answer, and says what it was.
 #[tokio::test]
 async fn a_post_the_service_refused_unprocessed_is_sent_again() {
     let (base, seen) = refusing_h2(2).await;
@@ -180,24 +183,32 @@ async fn a_post_the_service_refused_unprocessed_is_sent_again() {
         "two refused, the third answered"
     );
 
-    let (base, seen) = refusing_h2(2).await;
-    let http = reqwest::Client::builder()
-        .http2_prior_knowledge()
-        .retry(reqwest::retry::never().max_retries_per_request(0))
-        .build()
-        .expect("reqwest client");
-    // not the matrix: HTTP/2 with prior knowledge is each transport's own setting
-    let on_reqwest = OrdersClient::builder()
-        .base_url(&base)
-        .http_client(http)
-        .build()
-        .expect("valid");
-    assert_eq!(on_reqwest.create("o-1").await.ok().as_deref(), Some("ok"));
-    assert_eq!(
-        seen.load(Ordering::SeqCst),
-        3,
-        "two refused, the third answered"
-    );
+    let on_reqwest = |retry: Option<reqwest::retry::Builder>, base: &str| {
+        let http = reqwest::Client::builder().http2_prior_knowledge();
+        let http = match retry {
+            Some(retry) => http.retry(retry),
+            None => http, // reqwest's default: it resends HTTP/2 refusals
+        };
+        let http = http.build().expect("reqwest client");
+        // not the matrix: HTTP/2 with prior knowledge is each transport's own setting
+        OrdersClient::builder()
+            .base_url(base)
+            .http_client(http)
+            .build()
+            .expect("valid")
+    };
+    let (base, seen) = refusing_h2(1).await;
+    let off = Some(reqwest::retry::never().max_retries_per_request(0));
+    let err = on_reqwest(off, &base)
+        .create("o-1")
+        .await
+        .expect_err("refused");
+    assert_eq!(err.kind(), ErrorKind::Transport, "{err}");
+    assert_eq!((err.attempts(), seen.load(Ordering::SeqCst)), (1, 1));
+    let (base, seen) = refusing_h2(1).await;
+    let resent = on_reqwest(None, &base).create("o-1").await;
+    assert_eq!(resent.ok().as_deref(), Some("ok"));
+    assert_eq!(seen.load(Ordering::SeqCst), 2, "reqwest resent it");
 
     let (base, seen) = refusing_h2(1).await;
     // not the matrix: HTTP/2 with prior knowledge is each transport's own setting
@@ -213,6 +224,119 @@ async fn a_post_the_service_refused_unprocessed_is_sent_again() {
         "{err}"
     );
     assert_eq!((err.attempts(), seen.load(Ordering::SeqCst)), (1, 1));
+}
+
+/// A cleartext HTTP/2 server for post/redirect/get: `POST /orders` makes
+/// an order and answers 303 to `/orders/1`; the first `refuse` requests for
+/// `/orders/1` are refused (`REFUSED_STREAM`), the rest answered 200 `ok`.
+/// Its base URL and how many orders it made.
+async fn prg_h2(refuse: usize) -> (String, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let made = Arc::new(AtomicUsize::new(0));
+    let refused = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&made);
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let (made, refused) = (Arc::clone(&counted), Arc::clone(&refused));
+            tokio::spawn(async move {
+                let Ok(mut connection) = h2::server::handshake(socket).await else {
+                    return;
+                };
+                while let Some(Ok((request, mut respond))) = connection.accept().await {
+                    let head = if request.method() == http::Method::POST {
+                        made.fetch_add(1, Ordering::SeqCst);
+                        http::Response::builder()
+                            .status(303)
+                            .header("location", "/orders/1")
+                            .body(())
+                    } else if refused.fetch_add(1, Ordering::SeqCst) < refuse {
+                        respond.send_reset(h2::Reason::REFUSED_STREAM);
+                        continue;
+                    } else {
+                        http::Response::builder()
+                            .header("content-type", "text/plain")
+                            .body(())
+                    };
+                    let head = head.unwrap_or_default();
+                    if let Ok(mut body) = respond.send_response(head, false) {
+                        let _ = body.send_data(bytes::Bytes::from_static(b"ok"), true);
+                    }
+                }
+            });
+        }
+    });
+    (format!("http://{addr}"), made)
+}
+
+/// Post/redirect/get: the POST was processed (it made the order and
+/// answered 303); only the GET that follows the 303 was refused unprocessed.
+/// Sending the call again replays the POST from the start, and makes a
+/// second order: "unprocessed" is true of the last hop only, not of the
+/// call, so it must not make a non-idempotent call retryable once a hop
+/// was answered.
+#[tokio::test]
+async fn a_post_answered_303_is_not_sent_again_when_the_get_after_it_is_refused() {
+    let (base, made) = prg_h2(1).await;
+    // not the matrix: HTTP/2 with prior knowledge is each transport's own setting
+    let on_hyper = OrdersClient::builder()
+        .base_url(&base)
+        .hyper_transport(courier::transport::HyperTransport::new().http2_prior_knowledge())
+        .build()
+        .expect("valid");
+    let _ = on_hyper.create("o-1").await;
+    let on_hyper_made = made.load(Ordering::SeqCst);
+
+    let (base, made) = prg_h2(1).await;
+    let http = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .retry(reqwest::retry::never().max_retries_per_request(0))
+        .build()
+        .expect("reqwest client");
+    // not the matrix: HTTP/2 with prior knowledge is each transport's own setting
+    let on_reqwest = OrdersClient::builder()
+        .base_url(&base)
+        .http_client(http)
+        .build()
+        .expect("valid");
+    let _ = on_reqwest.create("o-1").await;
+    let on_reqwest_made = made.load(Ordering::SeqCst);
+    assert_eq!(
+        (on_hyper_made, on_reqwest_made),
+        (1, 1),
+        "orders made (hyper transport, reqwest)"
+    );
+}
+
+/// The same with a connection refused: a POST answered 303, whose redirect
+/// (followed anywhere) leads to where nothing listens, is not sent again:
+/// the connect failure is the second request's, the POST was answered.
+#[tokio::test]
+async fn a_post_answered_303_is_not_sent_again_when_the_redirect_cannot_connect() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/orders"))
+        .respond_with(
+            ResponseTemplate::new(303)
+                .insert_header("location", format!("http://127.0.0.1:{port}/orders/1")),
+        )
+        .mount(&server)
+        .await;
+    let c = support::builder::<OrdersClient>()
+        .base_url(server.uri())
+        .redirects(courier::Redirects::any(3))
+        .build()
+        .expect("valid");
+    let err = c.create("o-1").await.expect_err("nobody listens there");
+    assert!(err.is_connect(), "{err}");
+    assert_eq!(err.attempts(), 1);
+    assert_eq!(received(&server).await, 1, "the POST was sent once");
 }
 
 #[tokio::test]
@@ -380,4 +504,145 @@ async fn without_a_budget_every_retry_is_made() {
             .all(|r| r.as_ref().err().is_some_and(|e| e.attempts() == 3))
     );
     assert_eq!(received(&server).await, 60);
+}
+
+/// The deadline and wakers whose clones live elsewhere (found in review of
+/// 841eb0c). The watch kept only the addresses of the last poll's waker,
+/// the slab a clone of it. A waker's clone need not live at the borrowed
+/// waker's address (the `RawWakerVTable` contract lets `clone` make a new
+/// `RawWaker`), so a later, different waker could come at that address and
+/// be taken for the kept one: the task polling then was never woken at the
+/// limit, and its timeout never fired. The watch now compares the poll's
+/// waker with the clone it keeps (`Waker::will_wake`).
+#[allow(unsafe_code)] // a waker whose clone is not at the borrowed one's address
+mod foreign_wakers {
+    use std::future::Future;
+    use std::pin::pin;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
+    use std::time::Duration;
+
+    use courier::{Error, client};
+
+    use super::support;
+
+    #[client(name = "hung")]
+    #[retry(disabled)]
+    #[circuit_breaker(disabled)]
+    trait Hung {
+        #[get("/hung")]
+        #[timeout("300ms")]
+        async fn hung(&self) -> Result<String, Error>;
+    }
+
+    /// The borrowed waker's data: a slot naming the flag its wake sets (an
+    /// executor's per-poll slot, reused).
+    type Holder = Mutex<Arc<AtomicBool>>;
+
+    static BORROWED: RawWakerVTable =
+        RawWakerVTable::new(borrowed_clone, borrowed_wake, borrowed_wake, noop);
+    static OWNED: RawWakerVTable =
+        RawWakerVTable::new(owned_clone, owned_wake, owned_wake_by_ref, owned_drop);
+
+    fn flag_of(data: *const ()) -> Arc<AtomicBool> {
+        // SAFETY: `data` is the test's `Holder`, alive for the whole test.
+        let holder = unsafe { &*data.cast::<Holder>() };
+        holder.lock().map(|f| Arc::clone(&f)).unwrap_or_default()
+    }
+
+    unsafe fn borrowed_clone(data: *const ()) -> RawWaker {
+        RawWaker::new(Arc::into_raw(flag_of(data)).cast(), &OWNED)
+    }
+
+    unsafe fn borrowed_wake(data: *const ()) {
+        flag_of(data).store(true, Ordering::SeqCst);
+    }
+
+    unsafe fn noop(_: *const ()) {}
+
+    unsafe fn owned_clone(data: *const ()) -> RawWaker {
+        // SAFETY: `data` came from `Arc::into_raw`.
+        unsafe { Arc::increment_strong_count(data.cast::<AtomicBool>()) };
+        RawWaker::new(data, &OWNED)
+    }
+
+    unsafe fn owned_wake(data: *const ()) {
+        // SAFETY: `data` came from `Arc::into_raw`; this consumes that count.
+        unsafe { Arc::from_raw(data.cast::<AtomicBool>()) }.store(true, Ordering::SeqCst);
+    }
+
+    unsafe fn owned_wake_by_ref(data: *const ()) {
+        // SAFETY: `data` came from `Arc::into_raw` and is alive.
+        unsafe { &*data.cast::<AtomicBool>() }.store(true, Ordering::SeqCst);
+    }
+
+    unsafe fn owned_drop(data: *const ()) {
+        // SAFETY: `data` came from `Arc::into_raw`; this consumes that count.
+        drop(unsafe { Arc::from_raw(data.cast::<AtomicBool>()) });
+    }
+
+    fn borrowed(holder: &Holder) -> Waker {
+        let data: *const Holder = holder;
+        // SAFETY: the vtable's functions keep the contract for this data.
+        unsafe { Waker::from_raw(RawWaker::new(data.cast(), &BORROWED)) }
+    }
+
+    /// Polled first by one task's waker, then by another's at the same address
+    /// (the first waker gone): the one that polled last must be woken at the
+    /// call's limit, so that its timeout fires.
+    #[tokio::test]
+    async fn the_waker_of_the_last_poll_is_woken_at_the_limit() {
+        // A service that takes the request and never answers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let client = support::builder::<HungClient>()
+            .base_url(format!("http://{addr}"))
+            .build()
+            .expect("valid");
+        let mut call = pin!(client.hung());
+
+        let first = Arc::new(AtomicBool::new(false));
+        let holder: Box<Holder> = Box::new(Mutex::new(Arc::clone(&first)));
+        // The first task polls until the request is out and nothing more wakes it.
+        for _ in 0..20 {
+            first.store(false, Ordering::SeqCst);
+            let waker = borrowed(&holder);
+            let polled = call.as_mut().poll(&mut Context::from_waker(&waker));
+            assert!(polled.is_pending(), "no answer yet");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if !first.load(Ordering::SeqCst) {
+                break;
+            }
+        }
+        // Another task, whose waker is given at the same address, polls it.
+        let second = Arc::new(AtomicBool::new(false));
+        if let Ok(mut flag) = holder.lock() {
+            *flag = Arc::clone(&second);
+        }
+        let waker = borrowed(&holder);
+        let polled = call.as_mut().poll(&mut Context::from_waker(&waker));
+        assert!(polled.is_pending(), "no answer yet");
+
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert!(
+            second.load(Ordering::SeqCst),
+            "the task polling now was not woken at the 300 ms limit (the first: {})",
+            first.load(Ordering::SeqCst)
+        );
+        let waker = borrowed(&holder);
+        let polled = call.as_mut().poll(&mut Context::from_waker(&waker));
+        assert!(
+            matches!(polled, Poll::Ready(Err(ref e)) if e.is_timeout()),
+            "{polled:?}"
+        );
+    }
 }

@@ -656,6 +656,16 @@ impl<C: ClientSpec> ClientBuilder<C> {
             let hook = auth.into_hook(def, http, &self.events)?;
             hooks.push(Hook::Async(Arc::new(hook)));
         }
+        // Whether a stack over the transport would be direct: no layer of
+        // the caller's (one may follow redirects or resend) over a client
+        // courier made (see `transport::unprocessed`).
+        let direct = self.layers.is_empty()
+            && match &transport {
+                Transport::Reqwest(_, _, own) => *own,
+                #[cfg(feature = "hyper-transport")]
+                Transport::Hyper(_) => true,
+                Transport::Layered(..) => false,
+            };
         #[cfg_attr(not(feature = "decompression"), allow(unused_mut))]
         let mut layers = self.layers;
         #[cfg(feature = "decompression")]
@@ -673,7 +683,7 @@ impl<C: ClientSpec> ClientBuilder<C> {
                 for layer in layers.into_iter().rev() {
                     service = layer(service);
                 }
-                Transport::Layered(service)
+                Transport::Layered(service, direct)
             }
         };
         let shared = Shared {

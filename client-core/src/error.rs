@@ -160,6 +160,10 @@ struct Inner {
     /// A transport error the service gave before processing the request
     /// (HTTP/2 `REFUSED_STREAM`, a graceful `GOAWAY`): safe to send again.
     unprocessed: bool,
+    /// The failing request followed an answered one in the same attempt (a
+    /// redirect's next hop, the resend after a 401): what the attempt began
+    /// with reached the service, whatever became of this request.
+    after_answer: bool,
 }
 
 /// Where a call error happened: filled in by the call pipeline.
@@ -188,6 +192,7 @@ impl Error {
                 instance: None,
                 too_large: false,
                 unprocessed: false,
+                after_answer: false,
             }),
         }
     }
@@ -261,6 +266,24 @@ impl Error {
     /// `transport::unprocessed`): it may be sent again, whatever its method.
     pub(crate) fn is_unprocessed(&self) -> bool {
         self.inner.unprocessed
+    }
+
+    /// Not known to be unprocessed after all: the refusal came through a
+    /// client or layer that may have sent other requests first.
+    pub(crate) fn sent_by_others(mut self) -> Self {
+        self.inner.unprocessed = false;
+        self
+    }
+
+    pub(crate) fn after_answer(mut self) -> Self {
+        self.inner.after_answer = true;
+        self
+    }
+
+    /// See `Inner::after_answer`: then nothing about this request makes
+    /// the attempt safe to repeat.
+    pub(crate) fn is_after_answer(&self) -> bool {
+        self.inner.after_answer
     }
 
     pub(crate) fn too_large(mut self) -> Self {

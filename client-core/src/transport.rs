@@ -302,7 +302,10 @@ pub(crate) enum Transport {
     /// Boxed: hyper-util's client is 400 bytes, reqwest's one pointer.
     #[cfg(feature = "hyper-transport")]
     Hyper(Box<hyper_client::HyperSender>),
-    Layered(HttpService),
+    /// A tower stack over one of the above, and whether it is direct: only
+    /// courier's own layers over courier's own reqwest client or the hyper
+    /// transport, so that nothing in it follows redirects or resends.
+    Layered(HttpService, bool),
 }
 
 impl Transport {
@@ -312,7 +315,7 @@ impl Transport {
             Transport::Reqwest(client, ..) => HttpService::new(ReqwestService::new(client)),
             #[cfg(feature = "hyper-transport")]
             Transport::Hyper(sender) => HttpService::new(sender.into_service()),
-            Transport::Layered(service) => service,
+            Transport::Layered(service, _) => service,
         }
     }
 }
@@ -323,7 +326,7 @@ impl fmt::Debug for Transport {
             Transport::Reqwest(..) => "reqwest",
             #[cfg(feature = "hyper-transport")]
             Transport::Hyper(_) => "hyper-util",
-            Transport::Layered(_) => "tower layers over the transport",
+            Transport::Layered(..) => "tower layers over the transport",
         })
     }
 }
@@ -724,6 +727,17 @@ impl Settings {
             } else {
                 None
             };
+            // A failure after an answered request of this attempt (a hop,
+            // a resend) may not make the attempt look unsent (`classify`);
+            // nor may an HTTP/2 refusal that came through something which
+            // may follow redirects or resend by itself (a caller's reqwest
+            // client, tower layers): the refused request may not have been
+            // the first.
+            let followed = hops > 0 || resent;
+            let after = |e: Error, direct: bool| {
+                let e = if direct { e } else { e.sent_by_others() };
+                if followed { e.after_answer() } else { e }
+            };
             // NOTE: requests are built by plain functions and only the
             // transport's own future is awaited here: an `async fn` taking
             // the request would keep it twice in the call's future
@@ -739,22 +753,22 @@ impl Settings {
                         Body::of(body, stream),
                     )?;
                     let response = client.execute(request).await;
-                    Incoming::Reqwest(response.map_err(transport_error)?)
+                    Incoming::Reqwest(response.map_err(|e| after(transport_error(e), *own))?)
                 }
                 #[cfg(feature = "hyper-transport")]
                 Transport::Hyper(sender) => {
                     let request =
                         sender.request(&method, &target, headers, Body::of(body, stream))?;
                     let response = sender.send(request).await;
-                    Incoming::Hyper(response.map_err(hyper_client::send_error)?)
+                    Incoming::Hyper(response.map_err(|e| after(hyper_client::send_error(e), true))?)
                 }
-                Transport::Layered(service) => {
+                Transport::Layered(service, direct) => {
                     let request =
                         Self::http_request(&method, &target, headers, Body::of(body, stream))?;
                     // Boxed: the stack's future holds the request until the
                     // service is ready, and only layered clients pay for it.
                     let response = Box::pin(service.clone().oneshot(request)).await;
-                    Incoming::Http(response.map_err(layered_error)?)
+                    Incoming::Http(response.map_err(|e| after(layered_error(e), *direct))?)
                 }
             };
             let status = incoming.status();

@@ -9,6 +9,7 @@
 //! | success | — | success | never | no |
 //! | connect error (refused, connect timeout) | not sent | failure | always: nothing was sent | yes |
 //! | HTTP/2 stream refused, or a graceful `GOAWAY`, before the request was processed | not sent | failure | always: the service says it did nothing | yes |
+//! | either of the two above on a redirect's next hop or a resend after 401 | failed | failure | the method is idempotent: the first request was answered | yes |
 //! | attempt timeout, transport error | failed | failure | the method is idempotent | yes |
 //! | body broke off after the headers | failed | failure | the method is idempotent | yes |
 //! | 5xx (whatever its body, even one over the limit) | failed | failure | idempotent and status in `on` | yes |
@@ -61,6 +62,9 @@ pub(crate) enum Class {
 /// The class of a failed attempt.
 pub(crate) fn class(e: &Error) -> Class {
     match e.kind() {
+        // A request that follows an answered one (a redirect's hop): the
+        // attempt, sent again from its start, would repeat what was answered.
+        ErrorKind::Connect | ErrorKind::Transport if e.is_after_answer() => Class::Failed,
         ErrorKind::Connect => Class::NotSent,
         ErrorKind::Transport if e.is_unprocessed() => Class::NotSent,
         ErrorKind::Timeout | ErrorKind::Transport => Class::Failed,
@@ -187,6 +191,13 @@ mod tests {
         ));
         assert_eq!(outcome::<()>(&Err(unprocessed())), Outcome::Failure);
         assert!(is_fallback_eligible(&unprocessed()));
+        // ... but not after an answered request in the same attempt (a
+        // POST's 303, then its GET refused): not for a POST, then.
+        let after = || Error::new(ErrorKind::Connect, "").after_answer();
+        assert!(!is_retryable(&after(), false, &on));
+        assert!(is_retryable(&after(), true, &on));
+        assert!(!is_retryable(&unprocessed().after_answer(), false, &on));
+        assert_eq!(outcome::<()>(&Err(after())), Outcome::Failure);
         let limited = || Error::new(ErrorKind::RateLimited, "");
         assert!(!is_retryable(&limited(), true, &on));
         assert_eq!(outcome::<()>(&Err(limited())), Outcome::Ignored);

@@ -215,7 +215,6 @@ impl Watch {
             limit,
             watch: self,
             slot: None,
-            waker: None,
             elapsed: Some(elapsed),
         }
     }
@@ -244,8 +243,12 @@ impl Watch {
         Slot { shard, key }
     }
 
+    /// The waker to wake is now `waker`, unless the kept one wakes the same
+    /// task (then nothing is cloned).
     fn update(&self, slot: Slot, waker: &Waker) {
-        if let Some(waiter) = self.shard(slot.shard).get_mut(slot.key) {
+        if let Some(waiter) = self.shard(slot.shard).get_mut(slot.key)
+            && !waiter.waker.will_wake(waker)
+        {
             waiter.waker = waker.clone();
         }
     }
@@ -364,13 +367,15 @@ pin_project_lite::pin_project! {
         inner: F,
         limit: u64,
         watch: &'w Arc<Watch>,
+        // The slab holds the waker to wake, and only the slab: a second
+        // clone here, to compare the next poll's with, was an atomic
+        // increment and decrement on the task's count per call. A poll
+        // that finds the attempt still pending compares under the lock
+        // (`Watch::update`); most attempts are polled once while pending.
+        // (Comparing addresses kept here instead would be wrong: a
+        // waker's clone may live at another address than the waker it was
+        // made from, which a different waker may then be given.)
         slot: Option<Slot>,
-        // Which waker the slab holds (`Waker::data` and `vtable`): compared
-        // with the next poll's, as `Waker::will_wake` does, without a clone
-        // of its own (a clone and a drop are two atomic read-modify-writes
-        // on the task's count, per call). The slab's clone keeps the task
-        // alive, so no other waker can come to have the same data pointer.
-        waker: Option<(usize, usize)>,
         elapsed: Option<E>,
     }
 
@@ -401,10 +406,7 @@ where
         }
         match *this.slot {
             // The first wait: record it (no clock read on the fast path).
-            None => {
-                *this.slot = Some(this.watch.enter(*this.limit, cx.waker()));
-                *this.waker = Some(identity(cx.waker()));
-            }
+            None => *this.slot = Some(this.watch.enter(*this.limit, cx.waker())),
             Some(slot) => {
                 if clock::now() >= *this.limit {
                     this.watch.leave(slot);
@@ -415,25 +417,11 @@ where
                         |make| make(),
                     )));
                 }
-                let now = identity(cx.waker());
-                if *this.waker != Some(now) {
-                    this.watch.update(slot, cx.waker());
-                    *this.waker = Some(now);
-                }
+                this.watch.update(slot, cx.waker());
             }
         }
         Poll::Pending
     }
-}
-
-/// A waker's identity: the addresses `Waker::will_wake` compares (as
-/// numbers, so the future stays `Send`; never turned back into pointers).
-#[inline]
-fn identity(waker: &Waker) -> (usize, usize) {
-    (
-        waker.data().addr(),
-        std::ptr::from_ref(waker.vtable()).addr(),
-    )
 }
 
 #[cfg(test)]
