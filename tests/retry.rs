@@ -184,6 +184,7 @@ async fn a_post_the_service_refused_unprocessed_is_sent_again() {
     );
 
     let on_reqwest = |retry: Option<reqwest::retry::Builder>, base: &str| {
+        // not the matrix: a reqwest client of the caller's, speaking HTTP/2
         let http = reqwest::Client::builder().http2_prior_knowledge();
         let http = match retry {
             Some(retry) => http.retry(retry),
@@ -290,6 +291,7 @@ async fn a_post_answered_303_is_not_sent_again_when_the_get_after_it_is_refused(
     let on_hyper_made = made.load(Ordering::SeqCst);
 
     let (base, made) = prg_h2(1).await;
+    // not the matrix: a reqwest client of the caller's, speaking HTTP/2
     let http = reqwest::Client::builder()
         .http2_prior_knowledge()
         .retry(reqwest::retry::never().max_retries_per_request(0))
