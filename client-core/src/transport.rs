@@ -295,9 +295,12 @@ impl tower::Service<HttpRequest> for ReqwestService {
 pub(crate) enum Transport {
     /// reqwest's client; the origin of a fixed base URL parsed once
     /// (boxed, so the enum stays a few words); and whether courier built
-    /// the client, so that it knows the client speaks HTTP/1.1 to an
-    /// `http://` origin and may write `Host` itself
-    /// ([`Origin::host_for`](crate::url::Origin::host_for)).
+    /// the client. Then courier knows that it speaks HTTP/1.1 to an
+    /// `http://` origin, so it may write `Host` itself
+    /// ([`Origin::host_for`](crate::url::Origin::host_for)), and that it
+    /// follows no redirect and resends nothing by itself, so an HTTP/2
+    /// refusal through it is that of the request courier sent
+    /// (`unprocessed`).
     Reqwest(reqwest::Client, Option<Box<crate::url::Origin>>, bool),
     /// Boxed: hyper-util's client is 400 bytes, reqwest's one pointer.
     #[cfg(feature = "hyper-transport")]
