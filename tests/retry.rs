@@ -123,32 +123,37 @@ async fn a_post_is_retried_when_the_connection_was_refused() {
     assert_eq!(err.attempts(), 3);
 }
 
-/// A cleartext HTTP/2 server (prior knowledge) that refuses its first
-/// `refuse` streams with `REFUSED_STREAM` and answers the rest 200 `ok`;
-/// its base URL and the streams it saw.
-async fn refusing_h2(refuse: usize) -> (String, Arc<AtomicUsize>) {
+/// A cleartext HTTP/2 server (prior knowledge) on 127.0.0.1, answering each
+/// request as `answer` says from its method: `None` refuses the stream
+/// (`REFUSED_STREAM`), `Some((status, location))` answers with that status
+/// (and `Location`), body `ok`. Its base URL.
+async fn h2_server(
+    answer: impl Fn(&http::Method) -> Option<(u16, Option<&'static str>)> + Send + Sync + 'static,
+) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let seen = Arc::new(AtomicUsize::new(0));
-    let counted = Arc::clone(&seen);
+    let answer = Arc::new(answer);
     tokio::spawn(async move {
         while let Ok((socket, _)) = listener.accept().await {
-            let seen = Arc::clone(&counted);
+            let answer = Arc::clone(&answer);
             tokio::spawn(async move {
                 let Ok(mut connection) = h2::server::handshake(socket).await else {
                     return;
                 };
-                while let Some(Ok((_request, mut respond))) = connection.accept().await {
-                    if seen.fetch_add(1, Ordering::SeqCst) < refuse {
+                while let Some(Ok((request, mut respond))) = connection.accept().await {
+                    let Some((status, location)) = answer(request.method()) else {
                         respond.send_reset(h2::Reason::REFUSED_STREAM);
                         continue;
+                    };
+                    let mut head = http::Response::builder()
+                        .status(status)
+                        .header("content-type", "text/plain");
+                    if let Some(location) = location {
+                        head = head.header("location", location);
                     }
-                    let head = http::Response::builder()
-                        .header("content-type", "text/plain")
-                        .body(())
-                        .unwrap_or_default();
+                    let head = head.body(()).unwrap_or_default();
                     if let Ok(mut body) = respond.send_response(head, false) {
                         let _ = body.send_data(bytes::Bytes::from_static(b"ok"), true);
                     }
@@ -156,7 +161,19 @@ async fn refusing_h2(refuse: usize) -> (String, Arc<AtomicUsize>) {
             });
         }
     });
-    (format!("http://{addr}"), seen)
+    format!("http://{addr}")
+}
+
+/// An HTTP/2 server that refuses its first `refuse` streams and answers the
+/// rest 200 `ok`; its base URL and the streams it saw.
+async fn refusing_h2(refuse: usize) -> (String, Arc<AtomicUsize>) {
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&seen);
+    let base = h2_server(move |_| {
+        (counted.fetch_add(1, Ordering::SeqCst) >= refuse).then_some((200, None))
+    })
+    .await;
+    (base, seen)
 }
 
 /// A POST the service refused before processing it (HTTP/2
@@ -227,49 +244,24 @@ async fn a_post_the_service_refused_unprocessed_is_sent_again() {
     assert_eq!((err.attempts(), seen.load(Ordering::SeqCst)), (1, 1));
 }
 
-/// A cleartext HTTP/2 server for post/redirect/get: `POST /orders` makes
-/// an order and answers 303 to `/orders/1`; the first `refuse` requests for
-/// `/orders/1` are refused (`REFUSED_STREAM`), the rest answered 200 `ok`.
-/// Its base URL and how many orders it made.
+/// An HTTP/2 server for post/redirect/get: `POST /orders` makes an order
+/// and answers 303 to `/orders/1`; the first `refuse` requests that follow
+/// are refused (`REFUSED_STREAM`), the rest answered 200 `ok`. Its base URL
+/// and how many orders it made.
 async fn prg_h2(refuse: usize) -> (String, Arc<AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
     let made = Arc::new(AtomicUsize::new(0));
-    let refused = Arc::new(AtomicUsize::new(0));
+    let refused = AtomicUsize::new(0);
     let counted = Arc::clone(&made);
-    tokio::spawn(async move {
-        while let Ok((socket, _)) = listener.accept().await {
-            let (made, refused) = (Arc::clone(&counted), Arc::clone(&refused));
-            tokio::spawn(async move {
-                let Ok(mut connection) = h2::server::handshake(socket).await else {
-                    return;
-                };
-                while let Some(Ok((request, mut respond))) = connection.accept().await {
-                    let head = if request.method() == http::Method::POST {
-                        made.fetch_add(1, Ordering::SeqCst);
-                        http::Response::builder()
-                            .status(303)
-                            .header("location", "/orders/1")
-                            .body(())
-                    } else if refused.fetch_add(1, Ordering::SeqCst) < refuse {
-                        respond.send_reset(h2::Reason::REFUSED_STREAM);
-                        continue;
-                    } else {
-                        http::Response::builder()
-                            .header("content-type", "text/plain")
-                            .body(())
-                    };
-                    let head = head.unwrap_or_default();
-                    if let Ok(mut body) = respond.send_response(head, false) {
-                        let _ = body.send_data(bytes::Bytes::from_static(b"ok"), true);
-                    }
-                }
-            });
+    let base = h2_server(move |method| {
+        if *method == http::Method::POST {
+            counted.fetch_add(1, Ordering::SeqCst);
+            Some((303, Some("/orders/1")))
+        } else {
+            (refused.fetch_add(1, Ordering::SeqCst) >= refuse).then_some((200, None))
         }
-    });
-    (format!("http://{addr}"), made)
+    })
+    .await;
+    (base, made)
 }
 
 /// Post/redirect/get: the POST was processed (it made the order and
