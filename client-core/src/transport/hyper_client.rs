@@ -187,17 +187,12 @@ impl HyperTransport {
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(self.pool_idle_timeout)
             .pool_max_idle_per_host(self.pool_max_idle_per_host);
-        let mut origin = base.and_then(Origin::parse);
-        if self.http2_prior_knowledge
-            && let Some(origin) = &mut origin
-        {
-            // HTTP/2 names the origin in `:authority`; hyper-util sends no
-            // `Host` there, and neither does courier.
-            origin.host = None;
-        }
+        // With HTTP/2 the origin is named in `:authority`; hyper-util
+        // sends no `Host` there, and neither does courier.
+        let with_host = !self.http2_prior_knowledge;
         Ok(HyperSender {
             client: builder.build(connector),
-            origin,
+            origin: base.and_then(|base| Origin::parse(base, with_host)),
         })
     }
 
@@ -314,13 +309,13 @@ struct Origin {
 impl Origin {
     /// The origin of a normalised base URL; `None` if it has none (then
     /// every URL is parsed whole, which is still correct).
-    fn parse(base: &str) -> Option<Origin> {
+    fn parse(base: &str, with_host: bool) -> Option<Origin> {
         let (scheme, rest) = base.split_once("://")?;
         let authority = rest.split(['/', '?', '#']).next()?;
         let text = &base[..scheme.len() + 3 + authority.len()];
         let scheme = Scheme::try_from(scheme).ok()?;
         let authority = Authority::try_from(authority).ok()?;
-        let host = (scheme == Scheme::HTTP)
+        let host = (with_host && scheme == Scheme::HTTP)
             .then(|| host_header(&authority))
             .flatten();
         Some(Origin {
@@ -469,7 +464,7 @@ mod tests {
     use super::*;
 
     fn origin(base: &str) -> Origin {
-        Origin::parse(base).unwrap_or_else(|| panic!("{base} has an origin"))
+        Origin::parse(base, true).unwrap_or_else(|| panic!("{base} has an origin"))
     }
 
     fn joined(base: &str, url: &str) -> String {
@@ -511,6 +506,10 @@ mod tests {
         for (base, url, want) in cases {
             assert_eq!(host(base, url).as_deref(), want, "{url} on {base}");
         }
+        // With HTTP/2 prior knowledge: never.
+        let h2 = Origin::parse("http://h:81", false)
+            .and_then(|o| o.join("http://h:81/x").ok().map(|(_, host)| host.is_some()));
+        assert_eq!(h2, Some(false));
     }
 
     #[test]
@@ -559,6 +558,6 @@ mod tests {
         assert_eq!(&*o.text, "http://gw.local:81");
         assert_eq!(o.authority.as_str(), "gw.local:81");
         assert_eq!(o.scheme, Scheme::HTTP);
-        assert!(Origin::parse("no scheme").is_none());
+        assert!(Origin::parse("no scheme", true).is_none());
     }
 }
