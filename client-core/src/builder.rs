@@ -619,7 +619,10 @@ impl<C: ClientSpec> ClientBuilder<C> {
             Some(hyper) => hyper,
             None => {
                 // A client of the caller's may speak HTTP/2 to an `http://`
-                // origin (prior knowledge): courier then leaves `Host` to it.
+                // origin (prior knowledge), and follow redirects or resend
+                // by itself: courier then leaves `Host` to it, and does not
+                // take an HTTP/2 refusal through it for the refusal of the
+                // request courier sent (`transport::unprocessed`).
                 let (client, own) = match (self.http_client, self.connect_timeout) {
                     (Some(_), Some(_)) => {
                         return Err(Error::builder(
