@@ -176,6 +176,35 @@ async fn refusing_h2(refuse: usize) -> (String, Arc<AtomicUsize>) {
     (base, seen)
 }
 
+/// A client on the hyper transport speaking HTTP/2 with prior knowledge.
+fn h2_on_hyper(base: &str) -> OrdersClient {
+    // not the matrix: HTTP/2 with prior knowledge is each transport's own setting
+    OrdersClient::builder()
+        .base_url(base)
+        .hyper_transport(courier::transport::HyperTransport::new().http2_prior_knowledge())
+        .build()
+        .expect("valid")
+}
+
+/// A client on a reqwest client of the caller's, speaking HTTP/2 with prior
+/// knowledge, with `retry` as reqwest's own retry (`None`: reqwest's
+/// default, which resends HTTP/2 refusals).
+fn h2_on_reqwest(base: &str, retry: Option<reqwest::retry::Builder>) -> OrdersClient {
+    // not the matrix: a reqwest client of the caller's, speaking HTTP/2
+    let http = reqwest::Client::builder().http2_prior_knowledge();
+    let http = match retry {
+        Some(retry) => http.retry(retry),
+        None => http,
+    };
+    let http = http.build().expect("reqwest client");
+    // not the matrix: HTTP/2 with prior knowledge is each transport's own setting
+    OrdersClient::builder()
+        .base_url(base)
+        .http_client(http)
+        .build()
+        .expect("valid")
+}
+
 /// A POST the service refused before processing it (HTTP/2
 /// `REFUSED_STREAM`) did nothing there, so it is sent again like one whose
 /// connection was refused (on the hyper transport; courier's own reqwest
@@ -187,12 +216,7 @@ async fn refusing_h2(refuse: usize) -> (String, Arc<AtomicUsize>) {
 #[tokio::test]
 async fn a_post_the_service_refused_unprocessed_is_sent_again() {
     let (base, seen) = refusing_h2(2).await;
-    // not the matrix: HTTP/2 with prior knowledge is each transport's own setting
-    let on_hyper = OrdersClient::builder()
-        .base_url(&base)
-        .hyper_transport(courier::transport::HyperTransport::new().http2_prior_knowledge())
-        .build()
-        .expect("valid");
+    let on_hyper = h2_on_hyper(&base);
     assert_eq!(on_hyper.create("o-1").await.ok().as_deref(), Some("ok"));
     assert_eq!(
         seen.load(Ordering::SeqCst),
@@ -200,41 +224,21 @@ async fn a_post_the_service_refused_unprocessed_is_sent_again() {
         "two refused, the third answered"
     );
 
-    let on_reqwest = |retry: Option<reqwest::retry::Builder>, base: &str| {
-        // not the matrix: a reqwest client of the caller's, speaking HTTP/2
-        let http = reqwest::Client::builder().http2_prior_knowledge();
-        let http = match retry {
-            Some(retry) => http.retry(retry),
-            None => http, // reqwest's default: it resends HTTP/2 refusals
-        };
-        let http = http.build().expect("reqwest client");
-        // not the matrix: HTTP/2 with prior knowledge is each transport's own setting
-        OrdersClient::builder()
-            .base_url(base)
-            .http_client(http)
-            .build()
-            .expect("valid")
-    };
     let (base, seen) = refusing_h2(1).await;
     let off = Some(reqwest::retry::never().max_retries_per_request(0));
-    let err = on_reqwest(off, &base)
+    let err = h2_on_reqwest(&base, off)
         .create("o-1")
         .await
         .expect_err("refused");
     assert_eq!(err.kind(), ErrorKind::Transport, "{err}");
     assert_eq!((err.attempts(), seen.load(Ordering::SeqCst)), (1, 1));
     let (base, seen) = refusing_h2(1).await;
-    let resent = on_reqwest(None, &base).create("o-1").await;
+    let resent = h2_on_reqwest(&base, None).create("o-1").await;
     assert_eq!(resent.ok().as_deref(), Some("ok"));
     assert_eq!(seen.load(Ordering::SeqCst), 2, "reqwest resent it");
 
     let (base, seen) = refusing_h2(1).await;
-    // not the matrix: HTTP/2 with prior knowledge is each transport's own setting
-    let once = OrdersClient::builder()
-        .base_url(&base)
-        .hyper_transport(courier::transport::HyperTransport::new().http2_prior_knowledge())
-        .build()
-        .expect("valid");
+    let once = h2_on_hyper(&base);
     let err = once.get_once(1).await.expect_err("refused, not retried");
     assert_eq!(err.kind(), ErrorKind::Transport, "{err}");
     assert!(
@@ -273,28 +277,13 @@ async fn prg_h2(refuse: usize) -> (String, Arc<AtomicUsize>) {
 #[tokio::test]
 async fn a_post_answered_303_is_not_sent_again_when_the_get_after_it_is_refused() {
     let (base, made) = prg_h2(1).await;
-    // not the matrix: HTTP/2 with prior knowledge is each transport's own setting
-    let on_hyper = OrdersClient::builder()
-        .base_url(&base)
-        .hyper_transport(courier::transport::HyperTransport::new().http2_prior_knowledge())
-        .build()
-        .expect("valid");
+    let on_hyper = h2_on_hyper(&base);
     let _ = on_hyper.create("o-1").await;
     let on_hyper_made = made.load(Ordering::SeqCst);
 
     let (base, made) = prg_h2(1).await;
-    // not the matrix: a reqwest client of the caller's, speaking HTTP/2
-    let http = reqwest::Client::builder()
-        .http2_prior_knowledge()
-        .retry(reqwest::retry::never().max_retries_per_request(0))
-        .build()
-        .expect("reqwest client");
-    // not the matrix: HTTP/2 with prior knowledge is each transport's own setting
-    let on_reqwest = OrdersClient::builder()
-        .base_url(&base)
-        .http_client(http)
-        .build()
-        .expect("valid");
+    let off = Some(reqwest::retry::never().max_retries_per_request(0));
+    let on_reqwest = h2_on_reqwest(&base, off);
     let _ = on_reqwest.create("o-1").await;
     let on_reqwest_made = made.load(Ordering::SeqCst);
     assert_eq!(
